@@ -1,0 +1,237 @@
+// Package betterauth maps Better Auth's tables ("user" and session) to bun
+// models and reads them for taskchat's authentication.
+//
+// Better Auth (the front end's auth library) owns the rows; taskchat's Atlas
+// schema owns the tables (schema/auth.pg.hcl). Column names are camelCase as
+// Better Auth expects; bun quotes them itself, but raw SQL fragments must
+// quote them by hand ("userId", "expiresAt").
+//
+// Store implements the auth package's Store interface without importing it.
+package betterauth
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// ErrNotFound is returned by the Delete methods when no row matched.
+// The lookups used for authentication (UserExists, SessionUser) report
+// "not found" as false / "" with a nil error instead.
+var ErrNotFound = errors.New("betterauth: not found")
+
+// DefaultListLimit is the page size ListUsers and ListSessions use when
+// given a limit <= 0.
+const DefaultListLimit = 100
+
+// User is a row of Better Auth's "user" table.
+type User struct {
+	bun.BaseModel `bun:"table:user,alias:u"`
+
+	ID            string    `bun:"id,pk" json:"id"`
+	Name          string    `bun:"name,notnull" json:"name"`
+	Email         string    `bun:"email,notnull" json:"email"`
+	EmailVerified bool      `bun:"emailVerified,notnull" json:"emailVerified"`
+	Image         *string   `bun:"image" json:"image,omitempty"`
+	CreatedAt     time.Time `bun:"createdAt,nullzero,notnull" json:"createdAt"`
+	UpdatedAt     time.Time `bun:"updatedAt,nullzero,notnull" json:"updatedAt"`
+}
+
+// Session is a row of Better Auth's session table. Token is a bearer
+// credential: it is never encoded to JSON, so listing sessions cannot leak it.
+type Session struct {
+	bun.BaseModel `bun:"table:session,alias:s"`
+
+	ID        string    `bun:"id,pk" json:"id"`
+	ExpiresAt time.Time `bun:"expiresAt,notnull" json:"expiresAt"`
+	Token     string    `bun:"token,notnull" json:"-"`
+	CreatedAt time.Time `bun:"createdAt,nullzero,notnull" json:"createdAt"`
+	UpdatedAt time.Time `bun:"updatedAt,nullzero,notnull" json:"updatedAt"`
+	IPAddress *string   `bun:"ipAddress" json:"ipAddress,omitempty"`
+	UserAgent *string   `bun:"userAgent" json:"userAgent,omitempty"`
+	UserID    string    `bun:"userId,notnull" json:"userId"`
+}
+
+// Active reports whether the session is still valid at now (Better Auth's
+// rule: "expiresAt" strictly after now).
+func (s Session) Active(now time.Time) bool { return s.ExpiresAt.After(now) }
+
+// Store reads and writes Better Auth's tables. It holds a bun.IDB, so it
+// works on a pool or inside a transaction; it is safe for concurrent use
+// when its IDB is.
+type Store struct {
+	db bun.IDB
+}
+
+// NewStore returns a Store over db.
+func NewStore(db bun.IDB) *Store { return &Store{db: db} }
+
+// UserExists reports whether a "user" row with id exists. A missing user is
+// (false, nil); a non-nil error means the database could not answer.
+func (s *Store) UserExists(ctx context.Context, id string) (bool, error) {
+	ok, err := s.db.NewSelect().Model((*User)(nil)).Where("u.id = ?", id).Exists(ctx)
+	if err != nil {
+		return false, fmt.Errorf("user exists: %w", err)
+	}
+	return ok, nil
+}
+
+// SessionUser returns the "userId" of the session whose token is token and
+// whose "expiresAt" is after now. When there is no such session it returns
+// ("", nil); a non-nil error means the database could not answer.
+func (s *Store) SessionUser(ctx context.Context, token string, now time.Time) (string, error) {
+	var userID string
+	err := s.db.NewSelect().Model((*Session)(nil)).
+		Column("userId").
+		Where("s.token = ?", token).
+		Where("? > ?", bun.Ident("s.expiresAt"), now).
+		Limit(1).
+		Scan(ctx, &userID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("session user: %w", err)
+	}
+	return userID, nil
+}
+
+// CreateUser inserts u. An empty ID gets a new Better Auth style id (NewID);
+// zero timestamps become the current time.
+func (s *Store) CreateUser(ctx context.Context, u *User) error {
+	if u.ID == "" {
+		u.ID = NewID()
+	}
+	now := time.Now().UTC()
+	if u.CreatedAt.IsZero() {
+		u.CreatedAt = now
+	}
+	if u.UpdatedAt.IsZero() {
+		u.UpdatedAt = now
+	}
+	if _, err := s.db.NewInsert().Model(u).Exec(ctx); err != nil {
+		return fmt.Errorf("insert user: %w", err)
+	}
+	return nil
+}
+
+// CreateSession inserts sess. Empty ID and Token get new Better Auth style
+// ids (NewID); zero CreatedAt/UpdatedAt become the current time. ExpiresAt
+// and UserID must be set.
+func (s *Store) CreateSession(ctx context.Context, sess *Session) error {
+	if sess.UserID == "" {
+		return errors.New("insert session: empty user id")
+	}
+	if sess.ExpiresAt.IsZero() {
+		return errors.New("insert session: zero expiresAt")
+	}
+	if sess.ID == "" {
+		sess.ID = NewID()
+	}
+	if sess.Token == "" {
+		sess.Token = NewID()
+	}
+	now := time.Now().UTC()
+	if sess.CreatedAt.IsZero() {
+		sess.CreatedAt = now
+	}
+	if sess.UpdatedAt.IsZero() {
+		sess.UpdatedAt = now
+	}
+	if _, err := s.db.NewInsert().Model(sess).Exec(ctx); err != nil {
+		return fmt.Errorf("insert session: %w", err)
+	}
+	return nil
+}
+
+// ListUsers returns up to limit users, newest first (DefaultListLimit when
+// limit <= 0).
+func (s *Store) ListUsers(ctx context.Context, limit int) ([]User, error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	users := []User{}
+	err := s.db.NewSelect().Model(&users).
+		OrderExpr("? DESC, ? DESC", bun.Ident("u.createdAt"), bun.Ident("u.id")).
+		Limit(int64(limit)).Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	return users, nil
+}
+
+// ListSessions returns up to limit sessions of userID (of every user when
+// userID is ""), newest first, expired ones included (see Session.Active);
+// DefaultListLimit when limit <= 0.
+func (s *Store) ListSessions(ctx context.Context, userID string, limit int) ([]Session, error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	sessions := []Session{}
+	q := s.db.NewSelect().Model(&sessions).
+		OrderExpr("? DESC, ? DESC", bun.Ident("s.createdAt"), bun.Ident("s.id")).
+		Limit(int64(limit))
+	if userID != "" {
+		q = q.Where("? = ?", bun.Ident("s.userId"), userID)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return sessions, nil
+}
+
+// DeleteUser deletes the user with id; the database cascades to its
+// sessions and accounts. It returns ErrNotFound when there is no such user.
+func (s *Store) DeleteUser(ctx context.Context, id string) error {
+	res, err := s.db.NewDelete().Model((*User)(nil)).Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	return affected(res)
+}
+
+// DeleteSession deletes the session with id (its id, not its token), which
+// signs it out. It returns ErrNotFound when there is no such session.
+func (s *Store) DeleteSession(ctx context.Context, id string) error {
+	res, err := s.db.NewDelete().Model((*Session)(nil)).Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return affected(res)
+}
+
+func affected(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+const idAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// NewID returns 32 random characters from [A-Za-z0-9], the shape of Better
+// Auth's default user ids and session tokens.
+func NewID() string {
+	const n = 32
+	out := make([]byte, 0, n)
+	buf := make([]byte, 64)
+	for len(out) < n {
+		_, _ = rand.Read(buf) // crypto/rand.Read never fails (Go 1.24+).
+		for _, b := range buf {
+			// 248 = 4*62: rejecting larger bytes keeps the choice uniform.
+			if b < 248 && len(out) < n {
+				out = append(out, idAlphabet[int(b)%len(idAlphabet)])
+			}
+		}
+	}
+	return string(out)
+}
