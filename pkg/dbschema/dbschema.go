@@ -92,8 +92,9 @@ func Evaluate(files []schema.File) (*atlas.Realm, error) {
 }
 
 // Apply brings the database at dbURL to the embedded schema. It returns the
-// plan; with DryRun, or when the plan is destructive and not allowed (the
-// error then wraps ErrDestructive), nothing is applied.
+// plan. With DryRun nothing is applied (and a destructive plan is no error);
+// otherwise a destructive plan without AllowDestructive is refused with an
+// error wrapping ErrDestructive, and nothing is applied.
 func Apply(ctx context.Context, dbURL string, opts Options) (*Plan, error) {
 	desired, err := Desired()
 	if err != nil {
@@ -139,11 +140,11 @@ func ApplyRealm(ctx context.Context, dbURL string, desired *atlas.Realm, opts Op
 	if err != nil {
 		return nil, err
 	}
-	if len(plan.Destructive) > 0 && !opts.AllowDestructive {
-		return plan, fmt.Errorf("%w: %s (pass --allow-destructive to apply)", ErrDestructive, strings.Join(plan.Destructive, ", "))
-	}
 	if opts.DryRun || plan.Empty() {
 		return plan, nil
+	}
+	if len(plan.Destructive) > 0 && !opts.AllowDestructive {
+		return plan, fmt.Errorf("%w: %s (pass --allow-destructive to apply)", ErrDestructive, strings.Join(plan.Destructive, ", "))
 	}
 	if err := drv.ApplyChanges(ctx, changes); err != nil {
 		return plan, fmt.Errorf("apply schema: %w", err)

@@ -70,3 +70,34 @@ func Ping(ctx context.Context, db *sql.DB) error {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
+
+// EnsureDatabase creates the database named in url's path when it does not
+// exist, connecting to the server's "postgres" database to do so. It
+// reports whether it created one.
+func EnsureDatabase(ctx context.Context, rawURL string) (bool, error) {
+	pc, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return false, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	name := pc.Database
+	if name == "" || name == "postgres" {
+		return false, nil
+	}
+	pc.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, pc)
+	if err != nil {
+		return false, fmt.Errorf("connect to the server's postgres database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up database %q: %w", name, err)
+	}
+	if exists {
+		return false, nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return false, fmt.Errorf("create database %q: %w", name, err)
+	}
+	return true, nil
+}
