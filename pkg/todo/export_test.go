@@ -1,0 +1,4 @@
+package todo
+
+// Translate exposes translate so tests can feed it real driver errors.
+var Translate = translate
