@@ -60,10 +60,10 @@ func TestNewTaskNormalize(t *testing.T) {
 
 func TestPatchNormalize(t *testing.T) {
 	tests := []struct {
-		name      string
-		in        todo.Patch
-		want      todo.Patch
-		fields    []string
+		name   string
+		in     todo.Patch
+		want   todo.Patch
+		fields []string
 	}{
 		{name: "empty patch", in: todo.Patch{}, fields: []string{""}},
 		{name: "completed only", in: todo.Patch{Completed: ptr(false)}, want: todo.Patch{Completed: ptr(false)}},
