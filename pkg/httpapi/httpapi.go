@@ -1,0 +1,265 @@
+// Package httpapi is taskchat's HTTP edge: the Fiber application with its
+// middleware (panic recovery, request ids, access log, CORS, authentication,
+// the path user check), the application/problem+json error mapping, and the
+// routes of the API described in shared/API.md.
+//
+// Every route under /api needs a credential. Authentication is a middleware on
+// the /api prefix, so a route registered anywhere under /api is covered
+// without opting in; the caller's id reaches handlers only through UserID,
+// which only that middleware can set.
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/taskchat/taskchat/pkg/todo"
+)
+
+// Defaults of Config.
+const (
+	DefaultBodyLimit    = 64 << 10
+	DefaultReadTimeout  = 30 * time.Second
+	DefaultIdleTimeout  = 120 * time.Second
+	DefaultReadyTimeout = 2 * time.Second
+)
+
+// headerBufferSize is fasthttp's read buffer, which bounds the request line
+// plus headers: JWTs and Better Auth cookies are long, 4 KiB is not enough.
+const headerBufferSize = 16 << 10
+
+// minTransportBodyLimit is the least body size fasthttp itself accepts. It
+// is kept well above Config.BodyLimit because fasthttp answers a body over
+// its own limit by closing the connection, which clients often see as a
+// reset instead of a response; bodies between the two limits are read and
+// answered with a complete 413 problem by the decoder.
+const minTransportBodyLimit = 8 << 20
+
+// Config tunes the HTTP server. The zero value of each field means its
+// default.
+type Config struct {
+	// BodyLimit is the largest request body a route accepts, in bytes
+	// (HTTP_BODY_LIMIT, default 64 KiB); larger bodies get 413.
+	BodyLimit int
+	// CORSOrigins lists the origins browsers may call the API from
+	// (CORS_ORIGINS), like "https://app.example.com". Listed origins may send
+	// credentials; "*" allows any origin, and then credentials from none. The
+	// session cookie is accepted only with a listed origin ("*" does not count).
+	CORSOrigins []string
+	// ReadTimeout bounds reading one request (default 30s).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response; 0 (the default) means none,
+	// which event streams need.
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long (default 120s).
+	IdleTimeout time.Duration
+	// ReadyTimeout bounds each ReadyCheck of /readyz (default 2s).
+	ReadyTimeout time.Duration
+	// TrustedProxies lists proxy addresses or CIDRs whose X-Forwarded-For
+	// header gives the client address in logs; empty trusts none.
+	TrustedProxies []string
+}
+
+func (c Config) withDefaults() Config {
+	if c.BodyLimit <= 0 {
+		c.BodyLimit = DefaultBodyLimit
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.WriteTimeout < 0 {
+		c.WriteTimeout = 0
+	}
+	return c
+}
+
+// Validate reports a configuration New would refuse: an entry of
+// CORSOrigins that is neither "*" nor an origin (scheme://host[:port]).
+func (c Config) Validate() error {
+	for _, o := range c.CORSOrigins {
+		if _, err := normalizeOrigin(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// normalizeOrigin turns a configured origin into the form browsers send:
+// lower case, no trailing slash.
+func normalizeOrigin(o string) (string, error) {
+	o = strings.TrimSpace(o)
+	if o == "*" {
+		return o, nil
+	}
+	u, err := url.Parse(strings.TrimSuffix(o, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("httpapi: CORS origin %q is not like https://app.example.com", o)
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}
+
+// Authenticator verifies credentials; *auth.Verifier implements it. Its
+// methods are safe for concurrent use. A rejected credential is an error
+// wrapping auth.ErrUnauthorized (answered 401); any other error means the
+// credential could not be checked, e.g. the database is down (answered 503).
+type Authenticator interface {
+	// Verify checks a bearer credential (an HS256 JWT, a JWKS-signed JWT or
+	// a Better Auth session token) and returns the caller's user id.
+	Verify(ctx context.Context, credential string) (userID string, err error)
+	// VerifySessionCookie checks the raw, still URL-encoded value of the
+	// Better Auth session cookie and returns the caller's user id.
+	VerifySessionCookie(ctx context.Context, cookieValue string) (userID string, err error)
+}
+
+// TaskStore is what the tasks routes need of *todo.Store. Every method acts
+// for userID only: another user's task is todo.ErrNotFound. Invalid input is
+// a *todo.ValidationError.
+type TaskStore interface {
+	Create(ctx context.Context, userID string, in todo.NewTask) (todo.Task, error)
+	Get(ctx context.Context, userID string, id int64) (todo.Task, error)
+	List(ctx context.Context, userID string, p todo.ListParams) (todo.Page, error)
+	Update(ctx context.Context, userID string, id int64, p todo.Patch) (todo.Task, error)
+	Delete(ctx context.Context, userID string, id int64) error
+	ToggleComplete(ctx context.Context, userID string, id int64) (todo.Task, error)
+}
+
+// ReadyCheck is one dependency /readyz asks about. Check returns nil when the
+// dependency answers; it is called with a context bounded by
+// Config.ReadyTimeout.
+type ReadyCheck struct {
+	// Name identifies the dependency in the 503 answer and in logs.
+	Name string
+	// Check reports whether the dependency answers.
+	Check func(ctx context.Context) error
+}
+
+// Deps are the services the routes call.
+type Deps struct {
+	// Auth verifies credentials; required.
+	Auth Authenticator
+	// Tasks stores tasks; required.
+	Tasks TaskStore
+	// Log receives the access log and errors; nil discards them.
+	Log *slog.Logger
+	// Ready are the checks of /readyz.
+	Ready []ReadyCheck
+}
+
+// Server is the HTTP API: a Fiber app with taskchat's middleware and routes.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	app      *fiber.App
+	fiberCfg fiber.Config
+	origins  map[string]bool // listed origins, normalized; never "*"
+
+	mu            sync.RWMutex
+	browserRoutes []string // exact paths given to BrowserGet
+}
+
+// New builds the server and registers its middleware and routes. It panics
+// when cfg does not Validate or a required dependency is missing: both are
+// programming errors caught at start-up.
+func New(cfg Config, deps Deps) *Server {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	if deps.Auth == nil || deps.Tasks == nil {
+		panic("httpapi: Deps.Auth and Deps.Tasks are required")
+	}
+	cfg = cfg.withDefaults()
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, deps: deps, log: log, origins: map[string]bool{}}
+	for _, o := range cfg.CORSOrigins {
+		if n, _ := normalizeOrigin(o); n != "*" {
+			s.origins[n] = true
+		}
+	}
+	s.fiberCfg = fiber.Config{
+		BodyLimit:             max(minTransportBodyLimit, 2*cfg.BodyLimit),
+		ReadBufferSize:        headerBufferSize,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		CaseSensitive:         true,
+		ErrorHandler:          s.handleError,
+		DisableStartupMessage: true,
+	}
+	if len(cfg.TrustedProxies) > 0 {
+		s.fiberCfg.EnableTrustedProxyCheck = true
+		s.fiberCfg.TrustedProxies = cfg.TrustedProxies
+		s.fiberCfg.ProxyHeader = fiber.HeaderXForwardedFor
+	}
+	s.app = fiber.New(s.fiberCfg)
+	s.routes()
+	return s
+}
+
+// App returns the Fiber app, for tests (App().Test) and for registering more
+// routes. Routes under /api are authenticated by the server's middleware.
+func (s *Server) App() *fiber.App { return s.app }
+
+// Listen serves on addr until Shutdown.
+func (s *Server) Listen(addr string) error { return s.app.Listen(addr) }
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+
+// Shutdown stops accepting connections and waits, until ctx is done, for
+// the open ones to finish their requests.
+func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+
+// BrowserGet registers a GET route under /api (path starts with "/api/")
+// that, besides the Authorization header, also accepts the credentials a
+// browser's EventSource can send: the Better Auth session cookie (only when
+// the request has no Origin header or a listed one) and an access_token
+// query parameter. Other routes never accept them. It must be called before
+// the server starts serving.
+func (s *Server) BrowserGet(path string, handlers ...fiber.Handler) {
+	if !strings.HasPrefix(path, "/api/") {
+		panic(fmt.Sprintf("httpapi: BrowserGet path %q is not under /api/", path))
+	}
+	s.mu.Lock()
+	s.browserRoutes = append(s.browserRoutes, path)
+	s.mu.Unlock()
+	s.app.Get(path, handlers...)
+}
+
+// browserRoute returns the BrowserGet path the request's path matches, if
+// any. It matches with Fiber's own pattern matcher and routing options.
+func (s *Server) browserRoute(c *fiber.Ctx) (string, bool) {
+	if c.Method() != fiber.MethodGet && c.Method() != fiber.MethodHead {
+		return "", false
+	}
+	p := c.Path()
+	if !s.fiberCfg.StrictRouting && len(p) > 1 {
+		p = strings.TrimRight(p, "/")
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, r := range s.browserRoutes {
+		if fiber.RoutePatternMatch(p, r, s.fiberCfg) {
+			return r, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,294 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/cors"
+
+	"github.com/taskchat/taskchat/pkg/auth"
+)
+
+// HeaderRequestID carries the request id in both directions.
+const HeaderRequestID = "X-Request-Id"
+
+// maxRequestIDLen bounds an incoming request id; longer ones are replaced.
+const maxRequestIDLen = 64
+
+// key is the type of the keys this package stores in c.Locals and in
+// contexts; no other package can make one, so only this package's
+// middleware can set the caller's identity.
+type key int
+
+const (
+	keyRequestID key = iota
+	keyIdentity
+)
+
+// identity is who authentication found the caller to be.
+type identity struct {
+	userID string
+	// route, when set, is the BrowserGet path whose browser credentials
+	// (cookie or access_token) authenticated the request: the identity is
+	// good for that route only.
+	route string
+}
+
+// UserID returns the authenticated caller's user id inside a route handler,
+// or "" when the request is not authenticated for the route that matched
+// (routes outside /api, or a browser credential reaching a route that was not
+// registered with BrowserGet). Handlers answer "" with 401.
+func UserID(c *fiber.Ctx) string {
+	id, ok := c.Locals(keyIdentity).(identity)
+	if !ok {
+		return ""
+	}
+	if id.route != "" && c.Route().Path != id.route {
+		return ""
+	}
+	return id.userID
+}
+
+// RequestID returns the request's id (the accepted X-Request-Id or a new one).
+func RequestID(c *fiber.Ctx) string {
+	id, _ := c.Locals(keyRequestID).(string)
+	return id
+}
+
+// Paths of the middleware registered by routes: the access log does not
+// report them as the matched route.
+const (
+	pathAPI     = "/api"
+	pathAPIUser = "/api/:user_id"
+)
+
+var middlewarePaths = map[string]bool{"/": true, pathAPI: true, pathAPIUser: true}
+
+// routes registers the middleware in order, then the routes.
+func (s *Server) routes() {
+	s.app.Use(s.recover, s.requestID, s.accessLog, s.cors())
+	s.app.Get("/healthz", s.healthz)
+	s.app.Get("/readyz", s.readyz)
+	// Fiber's Use matches by prefix, so every path under /api (and any path
+	// merely starting with "/api") is authenticated before routing, unknown
+	// routes included.
+	s.app.Use(pathAPI, s.authenticate)
+	s.app.Use(pathAPIUser, s.checkPathUser)
+	s.taskRoutes()
+}
+
+// recover turns a panic in the middleware below it into a 500. Handlers'
+// panics are caught by accessLog, so that they are logged as requests too.
+func (s *Server) recover(c *fiber.Ctx) error { return s.nextRecovering(c) }
+
+// nextRecovering calls the rest of the chain and turns a panic into an
+// internal error, logged with its stack.
+func (s *Server) nextRecovering(c *fiber.Ctx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.reqLog(c).Error("panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = &Error{Status: fiber.StatusInternalServerError, Code: CodeInternal}
+		}
+	}()
+	return c.Next()
+}
+
+// requestID accepts a short, safe incoming X-Request-Id or makes a new one,
+// and echoes it in the response.
+func (s *Server) requestID(c *fiber.Ctx) error {
+	id := c.Get(HeaderRequestID)
+	if !validRequestID(id) {
+		id = rand.Text()
+	} else {
+		id = strings.Clone(id) // c.Get's string is reused after the request
+	}
+	c.Locals(keyRequestID, id)
+	c.Set(HeaderRequestID, id)
+	c.SetUserContext(context.WithValue(c.UserContext(), keyRequestID, id))
+	return c.Next()
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestIDLen {
+		return false
+	}
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// accessLog writes one line per request once its answer is known. It logs
+// the path without the query string (which may hold an access_token) and
+// never headers, cookies or bodies.
+func (s *Server) accessLog(c *fiber.Ctx) error {
+	start := time.Now()
+	if err := s.nextRecovering(c); err != nil {
+		// Answer the error here rather than after this middleware returns,
+		// so that the line below logs the final status.
+		if herr := s.handleError(c, err); herr != nil {
+			s.reqLog(c).Error("writing the error answer failed", "err", herr)
+			c.Status(fiber.StatusInternalServerError)
+		}
+	}
+	status := c.Response().StatusCode()
+	level := slog.LevelInfo
+	if p := c.Path(); p == "/healthz" || p == "/readyz" {
+		level = slog.LevelDebug // probes would drown the log
+	}
+	route := c.Route().Path
+	if middlewarePaths[route] {
+		route = "" // no route matched; the last middleware answered
+	}
+	s.reqLog(c).LogAttrs(c.UserContext(), level, "request",
+		slog.String("method", c.Method()),
+		slog.String("path", c.Path()),
+		slog.String("route", route),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+		slog.Int("bytes", len(c.Response().Body())),
+		slog.String("ip", c.IP()),
+	)
+	return nil
+}
+
+// reqLog is the server's logger with the request's id and, once
+// authenticated, its user id.
+func (s *Server) reqLog(c *fiber.Ctx) *slog.Logger {
+	l := s.log.With("request_id", RequestID(c))
+	if id, ok := c.Locals(keyIdentity).(identity); ok {
+		l = l.With("user_id", id.userID)
+	}
+	return l
+}
+
+// cors answers preflight requests (before authentication) and sets the CORS
+// headers of the others. Credentials are allowed for listed origins only:
+// with "*" in the list any origin may call, without credentials.
+func (s *Server) cors() fiber.Handler {
+	cc := cors.Config{
+		AllowMethods:  "GET,POST,PUT,PATCH,DELETE,HEAD",
+		AllowHeaders:  "Authorization,Content-Type,Accept,Idempotency-Key,Last-Event-ID,Prefer,X-Request-Id",
+		ExposeHeaders: "Location,Retry-After,X-Request-Id",
+		MaxAge:        600,
+	}
+	star := false
+	for _, o := range s.cfg.CORSOrigins {
+		star = star || strings.TrimSpace(o) == "*"
+	}
+	switch {
+	case star:
+		cc.AllowOrigins = "*"
+	case len(s.origins) > 0:
+		list := make([]string, 0, len(s.origins))
+		for o := range s.origins {
+			list = append(list, o)
+		}
+		cc.AllowOrigins = strings.Join(list, ",")
+		cc.AllowCredentials = true
+	default:
+		// No origin is allowed. (An empty AllowOrigins would mean "*".)
+		cc.AllowOriginsFunc = func(string) bool { return false }
+	}
+	return cors.New(cc)
+}
+
+// authenticate establishes the caller of every /api request or answers 401:
+// from "Authorization: Bearer", or, only on BrowserGet routes and only
+// without that header, from ?access_token= or the session cookie.
+func (s *Server) authenticate(c *fiber.Ctx) error {
+	var (
+		id  identity
+		err error
+	)
+	if h := c.Get(fiber.HeaderAuthorization); h != "" {
+		cred, ok := bearerCredential(h)
+		if !ok {
+			return errUnauthorized("the Authorization header must be \"Bearer <credential>\"")
+		}
+		id.userID, err = s.deps.Auth.Verify(c.UserContext(), cred)
+	} else if route, ok := s.browserRoute(c); ok {
+		id.route = route
+		id.userID, err = s.browserCredential(c)
+	} else {
+		return errUnauthorized("a credential is required")
+	}
+	if err != nil {
+		var e *Error
+		switch {
+		case errors.As(err, &e):
+			return e
+		case errors.Is(err, auth.ErrUnauthorized):
+			return errUnauthorized("the credential is not valid")
+		default:
+			s.reqLog(c).Warn("credential check failed", "err", err)
+			return errUnavailable("the credential cannot be checked right now")
+		}
+	}
+	if id.userID == "" {
+		return errUnauthorized("the credential is not valid")
+	}
+	c.Locals(keyIdentity, id)
+	return c.Next()
+}
+
+// bearerCredential extracts the credential of "Bearer <credential>" (scheme
+// case-insensitive). The result is a copy: fasthttp reuses header memory.
+func bearerCredential(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	cred = strings.TrimSpace(cred)
+	if cred == "" || strings.ContainsAny(cred, " \t") {
+		return "", false
+	}
+	return strings.Clone(cred), true
+}
+
+// browserCredential verifies the credential a browser's EventSource sends:
+// an access_token query parameter, else the Better Auth session cookie, the
+// latter only when the request comes from no origin or a listed one.
+func (s *Server) browserCredential(c *fiber.Ctx) (string, error) {
+	if tok := c.Query("access_token"); tok != "" {
+		return s.deps.Auth.Verify(c.UserContext(), strings.Clone(tok))
+	}
+	v := c.Cookies(auth.SecureSessionCookieName)
+	if v == "" {
+		v = c.Cookies(auth.SessionCookieName)
+	}
+	if v == "" {
+		return "", errUnauthorized("a credential is required")
+	}
+	if o := c.Get(fiber.HeaderOrigin); o != "" && !s.origins[strings.ToLower(o)] {
+		return "", errUnauthorized("the session cookie is not accepted from this origin")
+	}
+	return s.deps.Auth.VerifySessionCookie(c.UserContext(), strings.Clone(v))
+}
+
+// checkPathUser answers 403 when the {user_id} of a /api/{user_id}/… path
+// (URL-decoded) is not the caller. It runs before any route, so a foreign
+// user id is refused before the body or the resource is looked at.
+func (s *Server) checkPathUser(c *fiber.Ctx) error {
+	id, ok := c.Locals(keyIdentity).(identity)
+	if !ok {
+		return errUnauthorized("a credential is required") // authenticate always runs first
+	}
+	p, err := url.PathUnescape(c.Params("user_id"))
+	if err != nil || p != id.userID {
+		return errForbidden()
+	}
+	return c.Next()
+}
