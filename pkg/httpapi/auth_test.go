@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -184,7 +186,7 @@ func TestBrowserCredentials(t *testing.T) {
 // path's user id, and that 403 comes before any body check.
 func TestPathUser(t *testing.T) {
 	e := newEnv(t)
-	odd := dbtest.CreateUser(t, testDB.DB, "odd user/ä+1")
+	odd := dbtest.CreateUser(t, testDB.DB, fmt.Sprintf("odd user/ä+%d", time.Now().UnixNano()))
 	oddToken := hs256(t, odd)
 	_, token := e.user(t)
 
@@ -206,5 +208,40 @@ func TestPathUser(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			wantProblem(t, e.do(t, req{method: tc.method, path: tc.path, token: token, body: tc.body}), http.StatusForbidden, "FORBIDDEN")
 		})
+	}
+}
+
+// TestLongHeaders checks that long credentials and cookies fit in the
+// header buffer, and that larger headers get a 431 problem (on a real
+// listener: app.Test returns fasthttp's error instead of the answer).
+func TestLongHeaders(t *testing.T) {
+	e := newEnv(t)
+	addr := serve(t, e)
+	user, token := e.user(t)
+	for _, tc := range []struct {
+		size   int
+		status int
+	}{{12 << 10, http.StatusOK}, {20 << 10, http.StatusRequestHeaderFieldsTooLarge}} {
+		hr, err := http.NewRequest("GET", "http://"+addr+"/api/"+user+"/tasks", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hr.Header.Set("Authorization", "Bearer "+token)
+		hr.Header.Set("Cookie", "junk="+strings.Repeat("c", tc.size))
+		resp, err := http.DefaultClient.Do(hr)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", tc.size, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := res{status: resp.StatusCode, header: resp.Header, body: body}
+		if tc.status == http.StatusOK {
+			wantStatus(t, r, http.StatusOK)
+		} else {
+			wantProblem(t, r, tc.status, "HEADERS_TOO_LARGE")
+		}
 	}
 }

@@ -227,15 +227,3 @@ func (downStore) UserExists(context.Context, string) (bool, error) { return fals
 func (downStore) SessionUser(context.Context, string, time.Time) (string, error) {
 	return "", errDown
 }
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
