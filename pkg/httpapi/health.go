@@ -19,10 +19,11 @@ func (s *Server) healthz(c *fiber.Ctx) error {
 func (s *Server) readyz(c *fiber.Ctx) error {
 	checks := s.deps.Ready
 	errs := make([]error, len(checks))
+	parent := c.UserContext() // read here: the checks run on other goroutines
 	var wg sync.WaitGroup
 	for i, rc := range checks {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(c.UserContext(), s.cfg.ReadyTimeout)
+			ctx, cancel := context.WithTimeout(parent, s.cfg.ReadyTimeout)
 			defer cancel()
 			errs[i] = rc.Check(ctx)
 		})

@@ -126,9 +126,10 @@ type Authenticator interface {
 	VerifySessionCookie(ctx context.Context, cookieValue string) (userID string, err error)
 }
 
-// TaskStore is what the tasks routes need of *todo.Store. Every method acts
-// for userID only: another user's task is todo.ErrNotFound. Invalid input is
-// a *todo.ValidationError.
+// TaskStore is what the tasks routes need of *todo.Store. Its methods are
+// safe for concurrent use and act for userID only: a missing task and
+// another user's task are both todo.ErrNotFound. Invalid input is a
+// *todo.ValidationError; any other error is unexpected (answered 500).
 type TaskStore interface {
 	Create(ctx context.Context, userID string, in todo.NewTask) (todo.Task, error)
 	Get(ctx context.Context, userID string, id int64) (todo.Task, error)

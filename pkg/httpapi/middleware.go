@@ -63,31 +63,10 @@ func RequestID(c *fiber.Ctx) string {
 	return id
 }
 
-// Paths of the middleware registered by routes: the access log does not
-// report them as the matched route.
-const (
-	pathAPI     = "/api"
-	pathAPIUser = "/api/:user_id"
-)
-
-var middlewarePaths = map[string]bool{"/": true, pathAPI: true, pathAPIUser: true}
-
-// routes registers the middleware in order, then the routes.
-func (s *Server) routes() {
-	s.app.Use(s.recover, s.requestID, s.accessLog, s.cors())
-	s.app.Get("/healthz", s.healthz)
-	s.app.Get("/readyz", s.readyz)
-	// Fiber's Use matches by prefix, so every path under /api (and any path
-	// merely starting with "/api") is authenticated before routing, unknown
-	// routes included.
-	s.app.Use(pathAPI, s.authenticate)
-	s.app.Use(pathAPIUser, s.checkPathUser)
-	s.taskRoutes()
-}
-
-// recover turns a panic in the middleware below it into a 500. Handlers'
-// panics are caught by accessLog, so that they are logged as requests too.
-func (s *Server) recover(c *fiber.Ctx) error { return s.nextRecovering(c) }
+// recoverPanics turns a panic in the middleware below it into a 500.
+// Handlers' panics are caught by accessLog, so that they are logged as
+// requests too.
+func (s *Server) recoverPanics(c *fiber.Ctx) error { return s.nextRecovering(c) }
 
 // nextRecovering calls the rest of the chain and turns a panic into an
 // internal error, logged with its stack.
