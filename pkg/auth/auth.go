@@ -241,7 +241,7 @@ func (v *Verifier) Verify(ctx context.Context, credential string) (string, error
 	if alg, ok := jwtAlg(credential); ok {
 		userID, err = v.verifyJWT(ctx, alg, credential)
 	} else {
-		userID, err = v.verifySession(ctx, credential, v.cfg.RequireSessionSignature)
+		userID, err = v.verifyBearerSession(ctx, credential)
 	}
 	if err != nil {
 		return "", err
@@ -273,6 +273,21 @@ func (v *Verifier) VerifySessionCookie(ctx context.Context, cookieValue string) 
 		return "", err
 	}
 	return v.checkUser(ctx, userID)
+}
+
+// verifyBearerSession checks a session credential sent as a bearer value.
+// Better Auth's bearer plugin hands out the cookie value still URL-encoded
+// (set-auth-token ends in %3D) and decodes it on the way back in; do the same.
+// Neither tokens nor base64 contain '%', so this cannot change a valid value.
+func (v *Verifier) verifyBearerSession(ctx context.Context, credential string) (string, error) {
+	if strings.Contains(credential, "%") {
+		decoded, err := url.PathUnescape(credential)
+		if err != nil {
+			return "", unauthorized("session token is not URL-encoded")
+		}
+		credential = decoded
+	}
+	return v.verifySession(ctx, credential, v.cfg.RequireSessionSignature)
 }
 
 func (v *Verifier) verifyJWT(ctx context.Context, alg, token string) (string, error) {

@@ -143,6 +143,8 @@ func TestVerifyAccepts(t *testing.T) {
 		{"signed session token (padded)", s, sess.Signed},
 		{"signed session token (unpadded)", s, unpadded},
 		{"bare session token", s, sess.Token},
+		{"URL-encoded signed session token (bearer plugin's set-auth-token)", s, sess.Cookie},
+		{"URL-safe base64 signature", s, sess.Token + "." + strings.NewReplacer("+", "-", "/", "_").Replace(unpadded[len(sess.Token)+1:])},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -322,6 +324,8 @@ func TestVerifyRejects(t *testing.T) {
 		{"signed session without a secret configured", noSecret, sess.Signed},
 		{"bare session when signatures are required", strict, sess.Token},
 		{"bare token with a space", s, sess.Token + " x"},
+		{"bad percent-encoding", s, sess.Token + "%zz"},
+		{"URL-encoded bare token with a dot", s, sess.Token + "%2E"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -337,6 +341,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"bare token in a cookie", sess.Token},
 		{"JWT in a cookie", jwks.Token(t, "EdDSA", user, now)},
 		{"bad percent-encoding", sess.Token + ".%zz"},
+		{"double URL-encoded", url.QueryEscape(sess.Cookie)},
 		{"cookie with a wrong signature", url.QueryEscape(sess.Token + "." + base64.StdEncoding.EncodeToString(make([]byte, 32)))},
 		{"expired session cookie", expiredSess.Cookie},
 	}

@@ -55,11 +55,22 @@ func (v *Verifier) verifySession(ctx context.Context, value string, requireSigna
 	return userID, nil
 }
 
-// validSessionSignature checks sig, standard base64 with or without padding,
-// against HMAC-SHA256(secret, token) in constant time.
+// validSessionSignature checks sig against HMAC-SHA256(secret, token) in
+// constant time. Better Auth writes standard base64 with padding; its bearer
+// plugin strips the padding, and its HMAC helper also reads the URL-safe
+// alphabet, so all four spellings are accepted (the MAC is what counts).
 func validSessionSignature(secret, token, sig string) bool {
-	enc := base64.StdEncoding
-	if !strings.HasSuffix(sig, "=") {
+	urlSafe := strings.ContainsAny(sig, "-_")
+	padded := strings.HasSuffix(sig, "=")
+	var enc *base64.Encoding
+	switch {
+	case urlSafe && padded:
+		enc = base64.URLEncoding
+	case urlSafe:
+		enc = base64.RawURLEncoding
+	case padded:
+		enc = base64.StdEncoding
+	default:
 		enc = base64.RawStdEncoding
 	}
 	got, err := enc.Strict().DecodeString(sig)
