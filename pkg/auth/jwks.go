@@ -117,9 +117,10 @@ type keySet struct {
 	inflight  *fetchCall
 }
 
+// fetchCall is one JWKS fetch in flight; done closes when its result
+// (keys or lastErr) is published.
 type fetchCall struct {
 	done chan struct{}
-	err  error
 }
 
 func (s *keySet) lookup(ctx context.Context, kid string) (publicKey, error) {
@@ -197,7 +198,6 @@ func (s *keySet) fetch(ctx context.Context, call *fetchCall) {
 		s.fetchedAt = s.now()
 	}
 	s.inflight = nil
-	call.err = err
 	s.mu.Unlock()
 	close(call.done)
 }
