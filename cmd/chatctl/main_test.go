@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"net/url"
 	"strings"
 	"testing"
@@ -162,7 +160,7 @@ func TestUsageErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("no error; output:\n%s", out)
 			}
-			if !strings.Contains(err.Error()+out, tt.want) && !(errors.Is(err, flag.ErrHelp) && strings.Contains(out, tt.want)) {
+			if !strings.Contains(err.Error()+out, tt.want) {
 				t.Fatalf("err=%v out=%q, want mention of %q", err, out, tt.want)
 			}
 		})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -86,6 +87,22 @@ func Load(getenv Getenv) (Config, error) {
 		}
 	}
 	return cfg, r.err()
+}
+
+// Variables lists every environment variable Load reads, sorted; the
+// deployment files are checked against it.
+func Variables() []string {
+	seen := map[string]bool{}
+	_, _ = Load(func(key string) string {
+		seen[key] = true
+		return ""
+	})
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // LoadDatabase reads only what chatctl's database commands need.

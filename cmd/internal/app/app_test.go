@@ -109,7 +109,8 @@ func TestServeAPIServesTasksAndShutsDown(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ServeAPI did not return within 10s of cancellation")
 	}
-	if _, err := client.Get(base + "/healthz"); err == nil {
+	if resp, err := client.Get(base + "/healthz"); err == nil {
+		resp.Body.Close()
 		t.Fatal("server still answers after shutdown")
 	}
 	if strings.Contains(logs.String(), tok) || strings.Contains(logs.String(), secret) {

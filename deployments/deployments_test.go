@@ -1,0 +1,169 @@
+// Package deployments holds the Dockerfile and Kubernetes manifests; its test
+// reads them (and docker-compose.yml) against the code, since no Docker
+// engine or cluster runs where the tests do.
+package deployments
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/taskchat/taskchat/pkg/config"
+)
+
+type container struct {
+	Name    string   `yaml:"name"`
+	Image   string   `yaml:"image"`
+	Command []string `yaml:"command"`
+	Ports   []struct {
+		ContainerPort int `yaml:"containerPort"`
+	} `yaml:"ports"`
+	Env []struct {
+		Name string `yaml:"name"`
+	} `yaml:"env"`
+}
+
+type manifest struct {
+	Kind     string            `yaml:"kind"`
+	Data     map[string]string `yaml:"data"`
+	Metadata struct {
+		Name string `yaml:"name"`
+	} `yaml:"metadata"`
+	Spec struct {
+		Template struct {
+			Spec struct {
+				Containers []container `yaml:"containers"`
+			} `yaml:"spec"`
+		} `yaml:"template"`
+	} `yaml:"spec"`
+}
+
+// binaries are the commands the image ships (every directory under cmd/
+// with a main package).
+func binaries(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("../cmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join("../cmd", e.Name(), "main.go")); err == nil {
+			out = append(out, "/usr/local/bin/"+e.Name())
+		}
+	}
+	return out
+}
+
+func readManifests(t *testing.T) []manifest {
+	t.Helper()
+	files, err := filepath.Glob("k8s/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests: %v", err)
+	}
+	var out []manifest
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var m manifest
+			if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func TestKubernetesManifestsMatchTheCode(t *testing.T) {
+	known := config.Variables()
+	bins := binaries(t)
+	var containers int
+	for _, m := range readManifests(t) {
+		if m.Kind == "ConfigMap" {
+			for k := range m.Data {
+				if !slices.Contains(known, k) {
+					t.Errorf("ConfigMap %s sets %s, which pkg/config does not read", m.Metadata.Name, k)
+				}
+			}
+			if addr := m.Data["HTTP_ADDR"]; addr != "" && addr != ":8080" {
+				t.Errorf("ConfigMap HTTP_ADDR = %q; the probes and Service use 8080", addr)
+			}
+		}
+		for _, c := range m.Spec.Template.Spec.Containers {
+			containers++
+			if c.Image != "taskchat" {
+				t.Errorf("%s/%s: image %q, want the kustomize-managed name taskchat", m.Metadata.Name, c.Name, c.Image)
+			}
+			if len(c.Command) == 0 || !slices.Contains(bins, c.Command[0]) {
+				t.Errorf("%s/%s: command %v is not one of the image's binaries %v", m.Metadata.Name, c.Name, c.Command, bins)
+			}
+			for _, e := range c.Env {
+				if !slices.Contains(known, e.Name) {
+					t.Errorf("%s/%s sets %s, which pkg/config does not read", m.Metadata.Name, c.Name, e.Name)
+				}
+			}
+			for _, p := range c.Ports {
+				if p.ContainerPort != 8080 {
+					t.Errorf("%s/%s: containerPort %d, the API listens on 8080", m.Metadata.Name, c.Name, p.ContainerPort)
+				}
+			}
+		}
+	}
+	if containers == 0 {
+		t.Fatal("no containers found in the manifests")
+	}
+}
+
+func TestComposeMatchesTheCode(t *testing.T) {
+	b, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Image       string            `yaml:"image"`
+			Entrypoint  []string          `yaml:"entrypoint"`
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &compose); err != nil {
+		t.Fatal(err)
+	}
+	known := config.Variables()
+	bins := binaries(t)
+	var ours int
+	for name, s := range compose.Services {
+		if !strings.HasPrefix(s.Image, "taskchat") {
+			continue
+		}
+		ours++
+		if len(s.Entrypoint) == 0 || !slices.Contains(bins, s.Entrypoint[0]) {
+			t.Errorf("service %s: entrypoint %v is not one of the image's binaries %v", name, s.Entrypoint, bins)
+		}
+		for k := range s.Environment {
+			if !slices.Contains(known, k) {
+				t.Errorf("service %s sets %s, which pkg/config does not read", name, k)
+			}
+		}
+		if s.Environment["DATABASE_URL"] == "" {
+			t.Errorf("service %s has no DATABASE_URL", name)
+		}
+	}
+	if ours == 0 {
+		t.Fatal("no taskchat services in docker-compose.yml")
+	}
+}
