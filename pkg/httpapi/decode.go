@@ -67,13 +67,18 @@ func decodeStrict(body []byte, dst any) error {
 	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
 		return errInvalidJSON("the body must be a JSON object")
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(body, &members); err != nil {
-		return errInvalidJSON("the body must be a JSON object")
+	// encoding/json would also turn an escaped lone surrogate ("\ud800")
+	// into U+FFFD: that is not the text the client sent either.
+	if hasLoneSurrogate(body) {
+		return errInvalidJSON("the body holds an escaped lone UTF-16 surrogate")
+	}
+	names, err := memberNames(body)
+	if err != nil {
+		return err
 	}
 	known := jsonFields(reflect.TypeOf(dst).Elem())
 	var unknown []FieldError
-	for name := range members {
+	for _, name := range names {
 		if !known[name] {
 			unknown = append(unknown, FieldError{Field: name, Message: "is not a known field"})
 		}
@@ -92,6 +97,83 @@ func decodeStrict(body []byte, dst any) error {
 		return errInvalidJSON("a field has the wrong type")
 	}
 	return nil
+}
+
+// memberNames returns the member names of the JSON object body (already
+// known to be one valid JSON object). A name given twice is INVALID_JSON:
+// encoding/json would silently keep the last value, and other parsers the
+// first.
+func memberNames(body []byte) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // the opening '{'
+		return nil, errInvalidJSON("the body must be a JSON object")
+	}
+	var names []string
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, errInvalidJSON("the body must be a JSON object")
+		}
+		name, _ := tok.(string)
+		if seen[name] {
+			return nil, errInvalidJSON(fmt.Sprintf("field %q appears more than once", name))
+		}
+		seen[name] = true
+		names = append(names, name)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, errInvalidJSON("the body must be a JSON object")
+		}
+	}
+	return names, nil
+}
+
+// hasLoneSurrogate reports whether valid JSON text b has a \u escape of a
+// UTF-16 surrogate that is not part of a high-low pair. Backslashes occur
+// only inside strings in valid JSON, so no string tracking is needed.
+func hasLoneSurrogate(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if b[i+1] != 'u' {
+			i++ // skip the escaped character (it may be a backslash)
+			continue
+		}
+		r := hex4(b[i+2 : i+6])
+		i += 5
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true // a low surrogate without a high one before it
+		case r >= 0xD800 && r <= 0xDBFF:
+			if i+6 >= len(b) || b[i+1] != '\\' || b[i+2] != 'u' {
+				return true
+			}
+			if lo := hex4(b[i+3 : i+7]); lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 6
+		}
+	}
+	return false
+}
+
+// hex4 decodes four hex digits (valid JSON guarantees them).
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
 }
 
 var jsonFieldCache sync.Map // reflect.Type → map[string]bool

@@ -131,11 +131,20 @@ type Authenticator interface {
 // another user's task are both todo.ErrNotFound. Invalid input is a
 // *todo.ValidationError; any other error is unexpected (answered 500).
 type TaskStore interface {
+	// Create stores a new task of userID; todo.ErrUserNotFound when the user
+	// row is gone.
 	Create(ctx context.Context, userID string, in todo.NewTask) (todo.Task, error)
+	// Get returns userID's task id, or todo.ErrNotFound.
 	Get(ctx context.Context, userID string, id int64) (todo.Task, error)
+	// List returns one page of userID's tasks; bad parameters, limit or
+	// cursor are a *todo.ValidationError.
 	List(ctx context.Context, userID string, p todo.ListParams) (todo.Page, error)
+	// Update changes userID's task id, or returns todo.ErrNotFound.
 	Update(ctx context.Context, userID string, id int64, p todo.Patch) (todo.Task, error)
+	// Delete removes userID's task id, or returns todo.ErrNotFound.
 	Delete(ctx context.Context, userID string, id int64) error
+	// ToggleComplete flips userID's task id's completed flag, or returns
+	// todo.ErrNotFound.
 	ToggleComplete(ctx context.Context, userID string, id int64) (todo.Task, error)
 }
 

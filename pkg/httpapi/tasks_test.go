@@ -157,6 +157,10 @@ func TestTaskErrors(t *testing.T) {
 		{"trailing data", req{method: "POST", path: base, body: `{"title":"a"} {"title":"b"}`}, 400, "INVALID_JSON", ""},
 		{"trailing garbage", req{method: "POST", path: base, body: `{"title":"a"}x`}, 400, "INVALID_JSON", ""},
 		{"invalid UTF-8", req{method: "POST", path: base, body: "{\"title\":\"a\xff\"}"}, 400, "INVALID_JSON", ""},
+		{"lone high surrogate escape", req{method: "POST", path: base, body: `{"title":"a\ud800"}`}, 400, "INVALID_JSON", ""},
+		{"lone low surrogate escape", req{method: "POST", path: base, body: `{"title":"\udc00a"}`}, 400, "INVALID_JSON", ""},
+		{"high surrogate before a non-surrogate escape", req{method: "POST", path: base, body: `{"title":"\ud83d\u0041"}`}, 400, "INVALID_JSON", ""},
+		{"duplicate field", req{method: "POST", path: base, body: `{"title":"a","title":"b"}`}, 400, "INVALID_JSON", ""},
 		{"wrong type", req{method: "POST", path: base, body: `{"title":5}`}, 400, "INVALID_JSON", ""},
 		{"wrong type completed", req{method: "PUT", path: self, body: `{"completed":"yes"}`}, 400, "INVALID_JSON", ""},
 		{"array", req{method: "POST", path: base, body: `[{"title":"a"}]`}, 400, "INVALID_JSON", ""},
@@ -384,5 +388,22 @@ func TestListOfNewUserIsEmptyArray(t *testing.T) {
 	wantStatus(t, r, http.StatusOK)
 	if got := string(r.body); got != `{"data":[],"next_cursor":null}` {
 		t.Fatalf("body = %s", got)
+	}
+}
+
+// TestJSONEscapes checks that escapes which look like surrogates but are not
+// (an escaped backslash, a proper pair) are decoded as sent.
+func TestJSONEscapes(t *testing.T) {
+	e := newEnv(t)
+	user, token := e.user(t)
+	for body, want := range map[string]string{
+		`{"title":"smile \ud83d\ude00"}`: "smile \U0001F600",
+		`{"title":"\\ud800"}`:            `\ud800`,
+		`{"title":"tab\tand \u00e9"}`:    "tab\tand é",
+	} {
+		got := create(t, e, user, token, body)
+		if got.Title != want {
+			t.Errorf("%s stored title %q, want %q", body, got.Title, want)
+		}
 	}
 }
