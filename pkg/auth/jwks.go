@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -210,11 +211,16 @@ func (s *keySet) get(ctx context.Context) (map[string]publicKey, error) {
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, err
+		// net/http's error quotes the URL with its query; say only where.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("GET %s: %w", redactURL(s.url), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: status %d", s.url, resp.StatusCode)
+		return nil, fmt.Errorf("GET %s: status %d", redactURL(s.url), resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSSize+1))
 	if err != nil {
@@ -329,3 +335,13 @@ func (k jwk) publicKey() (publicKey, error) {
 }
 
 func b64(s string) ([]byte, error) { return base64.RawURLEncoding.Strict().DecodeString(s) }
+
+// redactURL is raw without user info, query and fragment, for errors that
+// reach the logs: a JWKS URL may carry credentials in either.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(JWKS URL)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -258,5 +259,40 @@ func TestStoreFailureIsNotUnauthorized(t *testing.T) {
 	_, err = v.Verify(ctx, "garbage.sig")
 	if !errors.Is(err, auth.ErrUnauthorized) {
 		t.Errorf("garbage with the database closed = %v, want ErrUnauthorized", err)
+	}
+}
+
+// TestJWKSErrorsHideURLCredentials checks that a failed JWKS fetch, whose
+// error the HTTP layer logs, does not quote user info or a query string of
+// JWKS_URL: either may hold a credential.
+func TestJWKSErrorsHideURLCredentials(t *testing.T) {
+	ctx := context.Background()
+	jwks := authtest.NewJWKSServer(t)
+	user := dbtest.CreateUser(t, testDB.DB, "")
+	const pass, query = "jwks-password-123", "jwks-query-secret-456"
+	withSecrets := func(base string) string {
+		return strings.Replace(base, "://", "://reader:"+pass+"@", 1) + "/api/auth/jwks?key=" + query
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there any more
+	for name, jwksURL := range map[string]string{
+		"status 503":      withSecrets(jwks.URL()),
+		"connect refused": withSecrets(closedURL),
+	} {
+		t.Run(name, func(t *testing.T) {
+			jwks.SetFailing(true)
+			s := newSetup(t, auth.Config{BetterAuthURL: jwks.URL(), JWKSURL: jwksURL})
+			_, err := s.v.Verify(ctx, jwks.Token(t, "EdDSA", user, s.clock.Now()))
+			if !errors.Is(err, auth.ErrUnavailable) {
+				t.Fatalf("Verify = %v, want ErrUnavailable", err)
+			}
+			if msg := err.Error(); strings.Contains(msg, pass) || strings.Contains(msg, query) || !strings.Contains(msg, "/api/auth/jwks") {
+				t.Fatalf("error %q quotes URL credentials or does not say where", msg)
+			}
+		})
 	}
 }
