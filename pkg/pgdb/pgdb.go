@@ -4,7 +4,6 @@ package pgdb
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -62,11 +61,6 @@ func Open(ctx context.Context, cfg Config) (*bun.DB, error) {
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	return db, nil
-}
-
-// Ping reports whether the database answers; /readyz uses it.
-func Ping(ctx context.Context, db *sql.DB) error {
-	return db.PingContext(ctx)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
