@@ -165,7 +165,7 @@ func TestListUsersAndSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }() // undo the test's changes; ErrTxDone after an explicit Rollback is expected
 	if _, err := tx.ExecContext(ctx, `DELETE FROM "user"`); err != nil {
 		t.Fatal(err)
 	}

@@ -288,7 +288,8 @@ func TestBodyLimitOverTCP(t *testing.T) {
 	addr := serve(t, e)
 	user, token := e.user(t)
 
-	send := func(t *testing.T, conn net.Conn, br *bufio.Reader, body []byte) (*http.Response, []byte) {
+	// send writes one request and returns its fully read answer.
+	send := func(t *testing.T, conn net.Conn, br *bufio.Reader, body []byte) res {
 		t.Helper()
 		if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 			t.Fatal(err)
@@ -310,7 +311,7 @@ func TestBodyLimitOverTCP(t *testing.T) {
 		if err != nil {
 			t.Fatalf("read response body: %v", err)
 		}
-		return resp, b
+		return res{status: resp.StatusCode, header: resp.Header, body: b}
 	}
 	oversize := func(n int) []byte {
 		return []byte(`{"title":"` + strings.Repeat("x", n) + `"}`)
@@ -324,13 +325,12 @@ func TestBodyLimitOverTCP(t *testing.T) {
 			}
 			defer conn.Close()
 			br := bufio.NewReader(conn)
-			resp, b := send(t, conn, br, oversize(size))
-			r := res{status: resp.StatusCode, header: resp.Header, body: b}
+			r := send(t, conn, br, oversize(size))
 			wantProblem(t, r, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE")
 			// The same connection then serves a good request.
-			resp, b = send(t, conn, br, []byte(`{"title":"after a 413"}`))
-			if resp.StatusCode != http.StatusCreated {
-				t.Fatalf("follow-up: %d %s", resp.StatusCode, b)
+			r = send(t, conn, br, []byte(`{"title":"after a 413"}`))
+			if r.status != http.StatusCreated {
+				t.Fatalf("follow-up: %d %s", r.status, r.body)
 			}
 		})
 	}

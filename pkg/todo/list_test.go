@@ -178,7 +178,7 @@ func TestListPagination(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer tx.Rollback()
+		defer func() { _ = tx.Rollback() }() // undo the test's changes; ErrTxDone after an explicit Rollback is expected
 		if _, err := tx.ExecContext(context.Background(), "SET LOCAL TimeZone = 'America/St_Johns'"); err != nil {
 			t.Fatal(err)
 		}
