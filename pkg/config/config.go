@@ -120,11 +120,12 @@ func (c Config) LogValue() slog.Value {
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("database_url", MaskURL(c.DB.URL)),
+		slog.String("atlas_dev_url", MaskURL(c.AtlasDevURL)),
 		slog.Int("db_max_conns", c.DB.MaxConns),
 		slog.Duration("db_statement_timeout", c.DB.StatementTimeout),
 		slog.String("better_auth_secret", mask(c.Auth.Secret)),
-		slog.String("better_auth_url", c.Auth.BetterAuthURL),
-		slog.String("jwks_url", c.Auth.JWKSURL),
+		slog.String("better_auth_url", MaskURL(c.Auth.BetterAuthURL)),
+		slog.String("jwks_url", MaskURL(c.Auth.JWKSURL)),
 		slog.String("jwt_issuer", c.Auth.JWTIssuer),
 		slog.String("jwt_audience", c.Auth.JWTAudience),
 		slog.Bool("auth_session_require_signature", c.Auth.RequireSessionSignature),
@@ -134,18 +135,31 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// MaskURL hides the password of a connection URL.
+// MaskURL hides the credentials of a URL: the password, and the password,
+// sslpassword and token-like query parameters. A value that is not a URL
+// with a scheme and host (a keyword/value connection string, say) is hidden
+// whole, since it may hold a password anywhere.
 func MaskURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable)"
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "(hidden: not a URL)"
 	}
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	q := u.Query()
-	if q.Has("password") {
-		q.Set("password", "xxxxx")
+	masked := false
+	for k := range q {
+		switch strings.ToLower(k) {
+		case "password", "sslpassword", "token", "access_token", "secret", "key":
+			q.Set(k, "xxxxx")
+			masked = true
+		}
+	}
+	if masked {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()

@@ -101,3 +101,19 @@ func TestLoadDatabaseNeedsOnlyTheURL(t *testing.T) {
 		t.Fatalf("missing DATABASE_URL: err = %v", err)
 	}
 }
+
+func TestMaskURL(t *testing.T) {
+	tests := []struct{ in, hidden, kept string }{
+		{"postgres://app:hunter2@db:5432/x", "hunter2", "db:5432"},
+		{"postgres://app@db/x?sslmode=require&sslpassword=hunter2", "hunter2", "sslmode=require"},
+		{"postgres://app@db/x?password=hunter2", "hunter2", "db"},
+		{"https://ba.example.com/api/auth/jwks?token=hunter2", "hunter2", "ba.example.com"},
+		{"host=db user=app password=hunter2", "hunter2", "hidden"},
+	}
+	for _, tt := range tests {
+		got := config.MaskURL(tt.in)
+		if strings.Contains(got, tt.hidden) || !strings.Contains(got, tt.kept) {
+			t.Errorf("MaskURL(%q) = %q, want %q hidden and %q kept", tt.in, got, tt.hidden, tt.kept)
+		}
+	}
+}
