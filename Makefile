@@ -14,7 +14,7 @@ export DATABASE_URL BETTER_AUTH_SECRET HTTP_ADDR CORS_ORIGINS LOG_FORMAT
 
 GO ?= go
 
-.PHONY: run test lint schema schema-diff token build tidy
+.PHONY: run test lint deploy-check schema schema-diff token build
 
 ## run: create the database if missing, apply the schema, serve the API (chatd)
 run: schema
@@ -24,10 +24,16 @@ run: schema
 test:
 	$(GO) test -count=1 $(TESTFLAGS) ./...
 
-## lint: formatting and vet
+## lint: formatting, vet and golangci-lint (pinned in go.mod as a tool; .golangci.yml)
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool golangci-lint run ./...
+
+## deploy-check: validate docker-compose.yml and render the Kubernetes manifests offline
+deploy-check:
+	docker-compose config -q
+	kubectl kustomize deployments/k8s > /dev/null
 
 ## schema: apply schema/*.pg.hcl to DATABASE_URL (creating the database if missing)
 schema:

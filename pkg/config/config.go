@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
@@ -68,9 +69,20 @@ func Load(getenv Getenv) (Config, error) {
 			JWKSTimeout:             r.duration("JWKS_TIMEOUT", 5*time.Second),
 		},
 		HTTP: httpapi.Config{
-			BodyLimit:   r.size("HTTP_BODY_LIMIT", 64<<10),
-			CORSOrigins: r.list("CORS_ORIGINS"),
+			BodyLimit:      r.size("HTTP_BODY_LIMIT", 64<<10),
+			CORSOrigins:    r.list("CORS_ORIGINS"),
+			TrustedProxies: r.list("HTTP_TRUSTED_PROXIES"),
 		},
+	}
+	for _, p := range cfg.HTTP.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			if _, err := netip.ParseAddr(p); err != nil {
+				r.fail("HTTP_TRUSTED_PROXIES", fmt.Sprintf("%q is not an IP address or CIDR", p))
+			}
+		}
+	}
+	if err := cfg.HTTP.Validate(); err != nil {
+		r.errs = append(r.errs, err)
 	}
 	if cfg.Auth.UserCacheTTL > 60*time.Second {
 		r.fail("AUTH_USER_CACHE_TTL", "must be at most 60s (a deleted user's token must stop working within a minute)")

@@ -55,16 +55,17 @@ func TestLoadParsesEveryKind(t *testing.T) {
 
 func TestLoadReportsEveryProblem(t *testing.T) {
 	m := map[string]string{
-		"DB_MAX_CONNS":    "0",
-		"HTTP_BODY_LIMIT": "lots",
-		"LOG_LEVEL":       "loud",
-		"CORS_ORIGINS":    "not a url",
+		"DB_MAX_CONNS":         "0",
+		"HTTP_BODY_LIMIT":      "lots",
+		"LOG_LEVEL":            "loud",
+		"CORS_ORIGINS":         "not a url",
+		"HTTP_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal",
 	}
 	_, err := config.Load(env(m))
 	if err == nil {
 		t.Fatal("Load accepted a broken environment")
 	}
-	for _, want := range []string{"DATABASE_URL", "DB_MAX_CONNS", "HTTP_BODY_LIMIT", "LOG_LEVEL", "CORS_ORIGINS", "BETTER_AUTH_SECRET"} {
+	for _, want := range []string{"DATABASE_URL", "DB_MAX_CONNS", "HTTP_BODY_LIMIT", "LOG_LEVEL", "CORS_ORIGINS", "BETTER_AUTH_SECRET", "HTTP_TRUSTED_PROXIES"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
 		}
