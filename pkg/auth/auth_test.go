@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"net/url"
 	"os"
 	"strings"
@@ -24,15 +23,7 @@ import (
 
 var testDB *dbtest.Database
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
-		// go test -fuzz workers run only FuzzVerify, which needs no database;
-		// they are killed at the end, so a database of theirs would leak.
-		os.Exit(m.Run())
-	}
-	os.Exit(dbtest.Run(m, "auth", &testDB))
-}
+func TestMain(m *testing.M) { os.Exit(dbtest.Run(m, "auth", &testDB)) }
 
 const secret = "authtest-secret-0123456789abcdef0123456789abcdef"
 
