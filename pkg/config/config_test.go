@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +116,20 @@ func TestMaskURL(t *testing.T) {
 		got := config.MaskURL(tt.in)
 		if strings.Contains(got, tt.hidden) || !strings.Contains(got, tt.kept) {
 			t.Errorf("MaskURL(%q) = %q, want %q hidden and %q kept", tt.in, got, tt.hidden, tt.kept)
+		}
+	}
+}
+
+// TestREADMEDocumentsEveryVariable keeps the README's configuration table
+// in step with what Load reads.
+func TestREADMEDocumentsEveryVariable(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range config.Variables() {
+		if !strings.Contains(string(b), "| `"+v+"` |") {
+			t.Errorf("README.md's configuration table has no row for %s", v)
 		}
 	}
 }
