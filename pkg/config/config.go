@@ -160,14 +160,14 @@ func MaskURL(raw string) string {
 		return "(hidden: not a URL)"
 	}
 	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		u.User = url.UserPassword(u.User.Username(), "redacted")
 	}
 	q := u.Query()
 	masked := false
 	for k := range q {
 		switch strings.ToLower(k) {
 		case "password", "sslpassword", "token", "access_token", "secret", "key":
-			q.Set(k, "xxxxx")
+			q.Set(k, "redacted")
 			masked = true
 		}
 	}

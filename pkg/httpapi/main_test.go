@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/betterauth"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/httpapi"
+	"github.com/taskchat/taskchat/pkg/logtest"
 	"github.com/taskchat/taskchat/pkg/todo"
 )
 
@@ -37,7 +36,7 @@ type env struct {
 	srv   *httpapi.Server
 	tasks *todo.Store
 	jwks  *authtest.JWKSServer
-	log   *syncBuffer
+	log   *logtest.Buffer
 }
 
 // option adjusts an env's config or dependencies before New.
@@ -64,7 +63,7 @@ func withAuthStore(st auth.Store) option {
 
 func newEnv(t *testing.T, opts ...option) *env {
 	t.Helper()
-	e := &env{tasks: todo.NewStore(testDB.DB), jwks: authtest.NewJWKSServer(t), log: &syncBuffer{}}
+	e := &env{tasks: todo.NewStore(testDB.DB), jwks: authtest.NewJWKSServer(t), log: &logtest.Buffer{}}
 	v, err := auth.NewVerifier(auth.Config{Secret: testSecret, BetterAuthURL: e.jwks.URL()}, betterauth.NewStore(testDB.DB))
 	if err != nil {
 		t.Fatalf("NewVerifier: %v", err)
@@ -198,24 +197,6 @@ func wantStatus(t *testing.T, r res, status int) {
 	if r.status != status {
 		t.Fatalf("status = %d, want %d; body %s", r.status, status, r.body)
 	}
-}
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // downStore is an auth store whose database is unreachable.

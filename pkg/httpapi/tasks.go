@@ -88,11 +88,7 @@ func (s *Server) createTask(c *fiber.Ctx) error {
 }
 
 func (s *Server) getTask(c *fiber.Ctx) error {
-	user, err := caller(c)
-	if err != nil {
-		return err
-	}
-	id, err := taskID(c)
+	user, id, err := callerAndTask(c)
 	if err != nil {
 		return err
 	}
@@ -147,11 +143,7 @@ func (s *Server) updateTask(c *fiber.Ctx) error {
 }
 
 func (s *Server) deleteTask(c *fiber.Ctx) error {
-	user, err := caller(c)
-	if err != nil {
-		return err
-	}
-	id, err := taskID(c)
+	user, id, err := callerAndTask(c)
 	if err != nil {
 		return err
 	}
@@ -162,11 +154,7 @@ func (s *Server) deleteTask(c *fiber.Ctx) error {
 }
 
 func (s *Server) toggleTask(c *fiber.Ctx) error {
-	user, err := caller(c)
-	if err != nil {
-		return err
-	}
-	id, err := taskID(c)
+	user, id, err := callerAndTask(c)
 	if err != nil {
 		return err
 	}
@@ -183,6 +171,16 @@ func caller(c *fiber.Ctx) (string, error) {
 		return u, nil
 	}
 	return "", errUnauthorized("a credential is required")
+}
+
+// callerAndTask is caller and taskID for the bodiless /tasks/:id routes.
+func callerAndTask(c *fiber.Ctx) (string, int64, error) {
+	user, err := caller(c)
+	if err != nil {
+		return "", 0, err
+	}
+	id, err := taskID(c)
+	return user, id, err
 }
 
 // taskID parses the :id path parameter. Anything but a positive decimal

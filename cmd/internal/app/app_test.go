@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/config"
 	"github.com/taskchat/taskchat/pkg/dbtest"
+	"github.com/taskchat/taskchat/pkg/logtest"
 )
 
 var testDB *dbtest.Database
@@ -24,24 +23,6 @@ var testDB *dbtest.Database
 func TestMain(m *testing.M) { os.Exit(dbtest.Run(m, "app", &testDB)) }
 
 const secret = "app-test-secret-0123456789abcdefghij"
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestServeAPIServesTasksAndShutsDown runs the service the way chatd and api
 // do, on a real listener: a token as chatctl mints it works end to end, and
@@ -62,7 +43,7 @@ func TestServeAPIServesTasksAndShutsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- app.ServeAPI(ctx, cfg, app.NewLogger(cfg, &logs), ln) }()
@@ -119,7 +100,7 @@ func TestServeAPIServesTasksAndShutsDown(t *testing.T) {
 }
 
 func TestRunRefusesBadConfiguration(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	err := app.Run(context.Background(), "api", func(k string) string {
 		return map[string]string{"DATABASE_URL": testDB.URL}[k]
 	}, &logs)
