@@ -152,6 +152,8 @@ func TestUsageErrors(t *testing.T) {
 		{"token with bad ttl", map[string]string{"BETTER_AUTH_SECRET": testSecret}, []string{"token", "--user-id", "u", "--ttl", "-1h"}, "--ttl"},
 		{"schema without database", nil, []string{"schema", "apply"}, "DATABASE_URL"},
 		{"unknown flag", nil, []string{"schema", "diff", "--allow-destructive"}, "flag provided but not defined"},
+		{"limit out of range", map[string]string{"DATABASE_URL": "postgres://x/y"}, []string{"users", "list", "--limit", "0"}, "--limit must be between 1 and 10000"},
+		{"session limit too large", map[string]string{"DATABASE_URL": "postgres://x/y"}, []string{"sessions", "list", "--limit", "100000"}, "--limit must be between 1 and 10000"},
 		{"stray argument", map[string]string{"DATABASE_URL": "postgres://x/y"}, []string{"users", "list", "extra"}, "unexpected argument"},
 	}
 	for _, tt := range tests {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -91,8 +92,8 @@ func token(ctx context.Context, args []string, out io.Writer, getenv config.Gete
 
 func usersList(ctx context.Context, args []string, out io.Writer, getenv config.Getenv) error {
 	fs := flags("users list", out)
-	limit := fs.Int("limit", 100, "at most this many users, newest first")
-	if err := parse(fs, args); err != nil {
+	limit := fs.Int("limit", 100, "at most this many users, newest first (1-10000)")
+	if err := parseLimited(fs, args, limit); err != nil {
 		return err
 	}
 	store, closeDB, err := openStore(ctx, getenv)
@@ -115,8 +116,8 @@ func usersList(ctx context.Context, args []string, out io.Writer, getenv config.
 func sessionsList(ctx context.Context, args []string, out io.Writer, getenv config.Getenv) error {
 	fs := flags("sessions list", out)
 	userID := fs.String("user-id", "", "only this user's sessions")
-	limit := fs.Int("limit", 100, "at most this many sessions, newest first")
-	if err := parse(fs, args); err != nil {
+	limit := fs.Int("limit", 100, "at most this many sessions, newest first (1-10000)")
+	if err := parseLimited(fs, args, limit); err != nil {
 		return err
 	}
 	store, closeDB, err := openStore(ctx, getenv)
@@ -135,6 +136,17 @@ func sessionsList(ctx context.Context, args []string, out io.Writer, getenv conf
 		fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\t%s\n", s.ID, s.UserID, s.ExpiresAt.UTC().Format(time.RFC3339), s.ExpiresAt.After(now), deref(s.IPAddress), deref(s.UserAgent))
 	}
 	return w.Flush()
+}
+
+// parseLimited parses flags and checks --limit is within 1-10000.
+func parseLimited(fs *flag.FlagSet, args []string, limit *int) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *limit < 1 || *limit > 10000 {
+		return fmt.Errorf("%s: --limit must be between 1 and 10000", fs.Name())
+	}
+	return nil
 }
 
 func deref(s *string) string {
