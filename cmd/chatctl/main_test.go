@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/auth"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 )
 
@@ -94,7 +94,7 @@ func TestTokenIsAcceptedByTheVerifier(t *testing.T) {
 	if strings.Count(tok, ".") != 2 || strings.Contains(tok, "\n") {
 		t.Fatalf("token output is not one JWT: %q", out)
 	}
-	v, err := auth.NewVerifier(auth.Config{Secret: testSecret}, betterauth.NewStore(d.DB))
+	v, err := auth.NewVerifier(auth.Config{Secret: testSecret}, authstore.NewStore(d.DB))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,9 +113,9 @@ func TestTokenIsAcceptedByTheVerifier(t *testing.T) {
 		t.Fatalf("users list: err=%v\n%s", err, out)
 	}
 
-	store := betterauth.NewStore(d.DB)
+	store := authstore.NewStore(d.DB)
 	now := time.Now()
-	err = store.CreateSession(context.Background(), &betterauth.Session{
+	err = store.CreateSession(context.Background(), &authstore.Session{
 		ID: "sess-1", Token: "tok0123456789abcdefghijklmnopqrs", UserID: "dev-user-1",
 		ExpiresAt: now.Add(time.Hour), CreatedAt: now, UpdatedAt: now,
 	})

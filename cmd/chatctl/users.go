@@ -10,13 +10,13 @@ import (
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/auth"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/config"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
 // openStore connects to DATABASE_URL for the Better Auth commands.
-func openStore(ctx context.Context, getenv config.Getenv) (*betterauth.Store, func(), error) {
+func openStore(ctx context.Context, getenv config.Getenv) (*authstore.Store, func(), error) {
 	cfg, _, err := config.LoadDatabase(getenv)
 	if err != nil {
 		return nil, nil, err
@@ -26,7 +26,7 @@ func openStore(ctx context.Context, getenv config.Getenv) (*betterauth.Store, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	return betterauth.NewStore(db), func() { db.Close() }, nil
+	return authstore.NewStore(db), func() { db.Close() }, nil
 }
 
 // token prints an HS256 token signed with BETTER_AUTH_SECRET, the kind the
@@ -69,7 +69,7 @@ func token(ctx context.Context, args []string, out io.Writer, getenv config.Gete
 		}
 		if !exists {
 			now := time.Now()
-			u := &betterauth.User{ID: *userID, Name: *name, Email: *email, CreatedAt: now, UpdatedAt: now}
+			u := &authstore.User{ID: *userID, Name: *name, Email: *email, CreatedAt: now, UpdatedAt: now}
 			if err := store.CreateUser(ctx, u); err != nil {
 				return fmt.Errorf("token: create user: %w", err)
 			}

@@ -165,7 +165,7 @@ func (c Config) withDefaults() Config {
 }
 
 // Store is what the Verifier needs from Better Auth's tables
-// (betterauth.Store implements it). Implementations must be safe for
+// (authstore.Store implements it). Implementations must be safe for
 // concurrent use.
 type Store interface {
 	// UserExists reports whether the "user" row id exists: (false, nil) when

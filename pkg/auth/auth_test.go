@@ -17,7 +17,7 @@ import (
 
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/auth/authtest"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 )
 
@@ -31,13 +31,13 @@ const secret = "authtest-secret-0123456789abcdef0123456789abcdef"
 type setup struct {
 	v     *auth.Verifier
 	clock *authtest.Clock
-	store *betterauth.Store
+	store *authstore.Store
 }
 
 func newSetup(t *testing.T, cfg auth.Config) *setup {
 	t.Helper()
 	clock := authtest.NewClock(time.Now().UTC().Truncate(time.Second))
-	store := betterauth.NewStore(testDB.DB)
+	store := authstore.NewStore(testDB.DB)
 	v, err := auth.NewVerifier(cfg, store, auth.WithClock(clock.Now))
 	if err != nil {
 		t.Fatalf("NewVerifier: %v", err)
@@ -115,15 +115,15 @@ func TestVerifyAccepts(t *testing.T) {
 		v          *setup
 		credential string
 	}{
-		{"HS256 from the todo app", s, authtest.SignHS256(t, secret, authtest.HS256Claims(user, now))},
+		{"HS256 from the todo app", s, authtest.MintHS256(t, secret, authtest.HS256Claims(user, now))},
 		{"HS256 from SignHS256", s, minted},
-		{"HS256 with iss/aud the verifier ignores", s, authtest.SignHS256(t, secret, hsWithIssAud)},
-		{"HS256 with configured iss and aud", withIssAud, authtest.SignHS256(t, secret, hsWithIssAud)},
-		{"HS256 with aud array containing the configured one", withIssAud, authtest.SignHS256(t, secret, hsAudArray)},
+		{"HS256 with iss/aud the verifier ignores", s, authtest.MintHS256(t, secret, hsWithIssAud)},
+		{"HS256 with configured iss and aud", withIssAud, authtest.MintHS256(t, secret, hsWithIssAud)},
+		{"HS256 with aud array containing the configured one", withIssAud, authtest.MintHS256(t, secret, hsAudArray)},
 		{"HS256 from SignHS256 with iss/aud, 7 day TTL", withIssAud, mintedIssAud},
-		{"HS256 expired within the skew", s, authtest.SignHS256(t, secret, withinSkew("exp", -59*time.Second))},
-		{"HS256 nbf within the skew", s, authtest.SignHS256(t, secret, withinSkew("nbf", 59*time.Second))},
-		{"HS256 iat within the skew", s, authtest.SignHS256(t, secret, withinSkew("iat", 59*time.Second))},
+		{"HS256 expired within the skew", s, authtest.MintHS256(t, secret, withinSkew("exp", -59*time.Second))},
+		{"HS256 nbf within the skew", s, authtest.MintHS256(t, secret, withinSkew("nbf", 59*time.Second))},
+		{"HS256 iat within the skew", s, authtest.MintHS256(t, secret, withinSkew("iat", 59*time.Second))},
 		{"EdDSA plugin token", s, jwks.Token(t, "EdDSA", user, now)},
 		{"ES256 plugin token", s, jwks.Token(t, "ES256", user, now)},
 		{"ES512 plugin token", s, jwks.Token(t, "ES512", user, now)},
@@ -176,7 +176,7 @@ func TestVerifyRejects(t *testing.T) {
 	hs := func(edit func(c map[string]any)) string {
 		c := authtest.HS256Claims(user, now)
 		edit(c)
-		return authtest.SignHS256(t, secret, c)
+		return authtest.MintHS256(t, secret, c)
 	}
 	plugin := func(edit func(c map[string]any)) string {
 		c := jwks.Claims(user, now)
@@ -196,7 +196,7 @@ func TestVerifyRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-	confused := authtest.SignHS256(t, pemKey, authtest.HS256Claims(user, now))
+	confused := authtest.MintHS256(t, pemKey, authtest.HS256Claims(user, now))
 	confusedWithKid := func() string {
 		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(jwks.Claims(user, now)))
 		tok.Header["kid"] = jwks.KeyID("PS256")
@@ -236,7 +236,7 @@ func TestVerifyRejects(t *testing.T) {
 		return parts[0] + "." + b64json(t, other) + "." + parts[2]
 	}()
 	tamperedHS := func() string {
-		parts := strings.Split(authtest.SignHS256(t, secret, authtest.HS256Claims(user, now)), ".")
+		parts := strings.Split(authtest.MintHS256(t, secret, authtest.HS256Claims(user, now)), ".")
 		return parts[0] + "." + b64json(t, authtest.HS256Claims("someone-else", now)) + "." + parts[2]
 	}()
 	removedKid := jwks.AddKey(t, "EdDSA")
@@ -249,7 +249,7 @@ func TestVerifyRejects(t *testing.T) {
 	if err := s.store.DeleteSession(ctx, deletedSess.ID); err != nil {
 		t.Fatal(err)
 	}
-	ghost := betterauth.NewID() // never in "user"
+	ghost := authstore.NewID() // never in "user"
 
 	tests := []struct {
 		name       string
@@ -265,7 +265,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"alg none with an empty signature segment", s, strings.TrimSuffix(none, ".") + "."},
 		{"HS256 signed with the RSA public key PEM", s, confused},
 		{"HS256 with the RSA key's kid, signed with its PEM", s, confusedWithKid},
-		{"HS256 with a wrong secret", s, authtest.SignHS256(t, "another-secret", authtest.HS256Claims(user, now))},
+		{"HS256 with a wrong secret", s, authtest.MintHS256(t, "another-secret", authtest.HS256Claims(user, now))},
 		{"HS512 (not pinned)", s, hs512},
 		{"HS256 tampered payload", s, tamperedHS},
 		{"HS256 expired beyond the skew", s, hs(func(c map[string]any) { c["exp"] = now.Add(-61 * time.Second).Unix() })},
@@ -278,7 +278,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"HS256 missing iss when configured", strict, hs(func(c map[string]any) { c["aud"] = "taskchat" })},
 		{"HS256 wrong aud", strict, hs(func(c map[string]any) { c["iss"], c["aud"] = "phaseiii-app", "other" })},
 		{"HS256 without a secret configured", noSecret, hs(func(map[string]any) {})},
-		{"HS256 for a user not in \"user\"", s, authtest.SignHS256(t, secret, authtest.HS256Claims(ghost, now))},
+		{"HS256 for a user not in \"user\"", s, authtest.MintHS256(t, secret, authtest.HS256Claims(ghost, now))},
 		{"plugin token tampered payload", s, tampered},
 		{"plugin token unknown kid", s, unknownKid},
 		{"plugin token without kid", s, func() string {
@@ -305,12 +305,12 @@ func TestVerifyRejects(t *testing.T) {
 		{"expired session", s, expiredSess.Signed},
 		{"expired session, bare", s, expiredSess.Token},
 		{"deleted session", s, deletedSess.Signed},
-		{"unknown bare token", s, betterauth.NewID()},
+		{"unknown bare token", s, authstore.NewID()},
 		{"session with a wrong signature", s, authtest.CreateSession(t, testDB.DB, "other-secret", user, now.Add(time.Hour)).Signed},
 		{"session with a truncated signature", s, sess.Signed[:len(sess.Signed)-3]},
 		{"session with an empty signature", s, sess.Token + "."},
 		{"session signature with trailing garbage", s, sess.Signed + "AA"},
-		{"session signature over another token", s, betterauth.NewID() + sess.Signed[len(sess.Token):]},
+		{"session signature over another token", s, authstore.NewID() + sess.Signed[len(sess.Token):]},
 		{"session id with the token's signature", s, sess.ID + "." + sess.Signed[len(sess.Token)+1:]},
 		{"signed session without a secret configured", noSecret, sess.Signed},
 		{"bare session when signatures are required", strict, sess.Token},

@@ -13,7 +13,7 @@ import (
 
 // fakeStore is a tiny in-memory auth.Store. It is used only where the
 // credential parser is under test (the fuzz target, constructor checks);
-// everything about the database is tested against the real betterauth
+// everything about the database is tested against the real authstore
 // store.
 type fakeStore struct {
 	users    map[string]bool
@@ -43,7 +43,7 @@ func FuzzVerify(f *testing.F) {
 	}
 
 	signed := auth.SignSessionToken(secret, token)
-	hs := authtest.SignHS256(f, secret, authtest.HS256Claims(user, now))
+	hs := authtest.MintHS256(f, secret, authtest.HS256Claims(user, now))
 	for _, seed := range []string{
 		hs,
 		jwks.Token(f, "EdDSA", user, now),

@@ -11,7 +11,7 @@ import (
 
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/auth/authtest"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
@@ -196,7 +196,7 @@ func TestDeletedUserStopsWorkingAfterCacheTTL(t *testing.T) {
 	ctx := context.Background()
 	s := newSetup(t, auth.Config{Secret: secret})
 	user := dbtest.CreateUser(t, testDB.DB, "")
-	token := authtest.SignHS256(t, secret, authtest.HS256Claims(user, s.clock.Now()))
+	token := authtest.MintHS256(t, secret, authtest.HS256Claims(user, s.clock.Now()))
 
 	got, err := s.v.Verify(ctx, token)
 	wantAccepted(t, got, err, user)
@@ -222,7 +222,7 @@ func TestStoreFailureIsNotUnauthorized(t *testing.T) {
 	user := dbtest.CreateUser(t, testDB.DB, "")
 	clock := authtest.NewClock(time.Now())
 	sess := authtest.CreateSession(t, testDB.DB, secret, user, clock.Now().Add(time.Hour))
-	v, err := auth.NewVerifier(auth.Config{Secret: secret}, betterauth.NewStore(db), auth.WithClock(clock.Now))
+	v, err := auth.NewVerifier(auth.Config{Secret: secret}, authstore.NewStore(db), auth.WithClock(clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestStoreFailureIsNotUnauthorized(t *testing.T) {
 		verify func() (string, error)
 	}{
 		{"HS256 token (user lookup)", func() (string, error) {
-			return v.Verify(ctx, authtest.SignHS256(t, secret, authtest.HS256Claims(user, clock.Now())))
+			return v.Verify(ctx, authtest.MintHS256(t, secret, authtest.HS256Claims(user, clock.Now())))
 		}},
 		{"signed session token (session lookup)", func() (string, error) { return v.Verify(ctx, sess.Signed) }},
 		{"bare session token", func() (string, error) { return v.Verify(ctx, sess.Token) }},

@@ -7,7 +7,7 @@ import (
 
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/auth/authtest"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 )
 
@@ -19,7 +19,7 @@ import (
 func BenchmarkVerify(b *testing.B) {
 	ctx := context.Background()
 	jwks := authtest.NewJWKSServer(b, authtest.Algs...)
-	store := betterauth.NewStore(testDB.DB)
+	store := authstore.NewStore(testDB.DB)
 	v, err := auth.NewVerifier(auth.Config{Secret: secret, BetterAuthURL: jwks.URL()}, store)
 	if err != nil {
 		b.Fatal(err)
@@ -29,7 +29,7 @@ func BenchmarkVerify(b *testing.B) {
 	session := authtest.CreateSession(b, testDB.DB, secret, user, now.Add(time.Hour))
 
 	cases := []struct{ name, credential string }{
-		{"HS256", authtest.SignHS256(b, secret, authtest.HS256Claims(user, now))},
+		{"HS256", authtest.MintHS256(b, secret, authtest.HS256Claims(user, now))},
 	}
 	for _, alg := range authtest.Algs {
 		cases = append(cases, struct{ name, credential string }{alg, jwks.Token(b, alg, user, now)})

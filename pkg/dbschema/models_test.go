@@ -8,7 +8,7 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/todo"
 )
@@ -32,7 +32,7 @@ func TestModelsMatchAppliedSchema(t *testing.T) {
 	}
 	t.Cleanup(d.Drop)
 
-	models := []any{(*todo.Task)(nil), (*betterauth.User)(nil), (*betterauth.Session)(nil)}
+	models := []any{(*todo.Task)(nil), (*authstore.User)(nil), (*authstore.Session)(nil)}
 	for _, m := range models {
 		table := d.DB.Table(reflect.TypeOf(m).Elem())
 		t.Run(table.Name, func(t *testing.T) {

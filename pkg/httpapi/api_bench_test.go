@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/auth"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/httpapi"
 	"github.com/taskchat/taskchat/pkg/todo"
@@ -27,7 +27,7 @@ import (
 func BenchmarkAPI(b *testing.B) {
 	ctx := context.Background()
 	store := todo.NewStore(testDB.DB)
-	v, err := auth.NewVerifier(auth.Config{Secret: testSecret}, betterauth.NewStore(testDB.DB))
+	v, err := auth.NewVerifier(auth.Config{Secret: testSecret}, authstore.NewStore(testDB.DB))
 	if err != nil {
 		b.Fatal(err)
 	}

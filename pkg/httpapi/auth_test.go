@@ -62,8 +62,8 @@ func TestBearerCredentials(t *testing.T) {
 		{"bearer without credential", "Bearer "},
 		{"two credentials", "Bearer a b"},
 		{"garbage", "Bearer not-a-token"},
-		{"wrong HS256 secret", "Bearer " + authtest.SignHS256(t, "another-secret-0123456789abcdef0123", authtest.HS256Claims(user, now))},
-		{"expired HS256", "Bearer " + authtest.SignHS256(t, testSecret, badClaims)},
+		{"wrong HS256 secret", "Bearer " + authtest.MintHS256(t, "another-secret-0123456789abcdef0123", authtest.HS256Claims(user, now))},
+		{"expired HS256", "Bearer " + authtest.MintHS256(t, testSecret, badClaims)},
 		{"expired session", "Bearer " + expired.Signed},
 		{"unknown user", "Bearer " + hs256(t, "no-such-user")},
 	}

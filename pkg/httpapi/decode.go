@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 // decodeJSON reads the request body into dst, a pointer to a struct whose
@@ -77,15 +79,19 @@ func decodeStrict(body []byte, dst any) error {
 		return err
 	}
 	known := jsonFields(reflect.TypeOf(dst).Elem())
-	var unknown []FieldError
+	var unknown []string
 	for _, name := range names {
 		if !known[name] {
-			unknown = append(unknown, FieldError{Field: name, Message: "is not a known field"})
+			unknown = append(unknown, name)
 		}
 	}
 	if len(unknown) > 0 {
-		slices.SortFunc(unknown, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) })
-		return errValidation(unknown...)
+		slices.Sort(unknown)
+		var v validate.Errors // bounded: a body may name thousands of fields
+		for _, name := range unknown {
+			v.Add(name, "is not a known field")
+		}
+		return v.Err()
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

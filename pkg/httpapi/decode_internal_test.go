@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -26,9 +25,8 @@ func FuzzDecodeStrict(f *testing.F) {
 		}
 		err := decodeStrict(body, &dst)
 		if err != nil {
-			var e *Error
-			if !errors.As(err, &e) || e.Status != 400 {
-				t.Fatalf("decodeStrict(%q) = %v, want a 400 *Error", body, err)
+			if e, known := toError(err); !known || e.Status != 400 {
+				t.Fatalf("decodeStrict(%q) = %v, want an error answered 400", body, err)
 			}
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/taskchat/taskchat/pkg/todo"
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 // Stable error codes of API.md's error table (plus the few HTTP-level
@@ -34,12 +35,6 @@ const ProblemContentType = "application/problem+json"
 // retryAfterSeconds is the Retry-After of 503 answers.
 const retryAfterSeconds = 5
 
-// FieldError names one invalid input field of a 400 answer.
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
 // Error is an error with its HTTP answer. Handlers return it (or a domain
 // error the error handler maps) and the error handler writes it as
 // application/problem+json. Detail and Fields are shown to the client, so
@@ -52,7 +47,7 @@ type Error struct {
 	// Detail explains this occurrence to a person; may be empty.
 	Detail string
 	// Fields lists the invalid fields of a VALIDATION_FAILED answer.
-	Fields []FieldError
+	Fields []validate.FieldError
 	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
 	RetryAfter int
 }
@@ -67,12 +62,12 @@ func (e *Error) Error() string {
 
 // problem is the RFC 9457 body.
 type problem struct {
-	Type   string       `json:"type"`
-	Title  string       `json:"title"`
-	Status int          `json:"status"`
-	Detail string       `json:"detail,omitempty"`
-	Code   string       `json:"code"`
-	Errors []FieldError `json:"errors,omitempty"`
+	Type   string                `json:"type"`
+	Title  string                `json:"title"`
+	Status int                   `json:"status"`
+	Detail string                `json:"detail,omitempty"`
+	Code   string                `json:"code"`
+	Errors []validate.FieldError `json:"errors,omitempty"`
 }
 
 func errUnauthorized(detail string) *Error {
@@ -91,7 +86,7 @@ func errInvalidJSON(detail string) *Error {
 	return &Error{Status: fiber.StatusBadRequest, Code: CodeInvalidJSON, Detail: detail}
 }
 
-func errValidation(fields ...FieldError) *Error {
+func errValidation(fields ...validate.FieldError) *Error {
 	return &Error{Status: fiber.StatusBadRequest, Code: CodeValidationFailed, Detail: "the request has invalid fields", Fields: fields}
 }
 
@@ -103,17 +98,13 @@ func errUnavailable(detail string) *Error {
 // The bool is false for unexpected errors, which become a bare 500.
 func toError(err error) (*Error, bool) {
 	var e *Error
-	var ve *todo.ValidationError
+	var ve *validate.Error
 	var fe *fiber.Error
 	switch {
 	case errors.As(err, &e):
 		return e, true
 	case errors.As(err, &ve):
-		fields := make([]FieldError, len(ve.Fields))
-		for i, f := range ve.Fields {
-			fields[i] = FieldError{Field: f.Field, Message: f.Message}
-		}
-		return errValidation(fields...), true
+		return errValidation(ve.Fields...), true
 	case errors.Is(err, todo.ErrNotFound):
 		return errNotFound(), true
 	case errors.Is(err, todo.ErrUserNotFound):

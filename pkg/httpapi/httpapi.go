@@ -129,7 +129,7 @@ type Authenticator interface {
 // TaskStore is what the tasks routes need of *todo.Store. Its methods are
 // safe for concurrent use and act for userID only: a missing task and
 // another user's task are both todo.ErrNotFound. Invalid input is a
-// *todo.ValidationError; any other error is unexpected (answered 500).
+// *validate.Error; any other error is unexpected (answered 500).
 type TaskStore interface {
 	// Create stores a new task of userID; todo.ErrUserNotFound when the user
 	// row is gone.
@@ -137,7 +137,7 @@ type TaskStore interface {
 	// Get returns userID's task id, or todo.ErrNotFound.
 	Get(ctx context.Context, userID string, id int64) (todo.Task, error)
 	// List returns one page of userID's tasks; bad parameters, limit or
-	// cursor are a *todo.ValidationError.
+	// cursor are a *validate.Error.
 	List(ctx context.Context, userID string, p todo.ListParams) (todo.Page, error)
 	// Update changes userID's task id, or returns todo.ErrNotFound.
 	Update(ctx context.Context, userID string, id int64, p todo.Patch) (todo.Task, error)

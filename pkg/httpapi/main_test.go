@@ -17,7 +17,7 @@ import (
 
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/auth/authtest"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/httpapi"
 	"github.com/taskchat/taskchat/pkg/logtest"
@@ -50,7 +50,7 @@ func withDeps(f func(*httpapi.Deps)) option {
 	return func(_ *httpapi.Config, d *httpapi.Deps) { f(d) }
 }
 
-// authStore is the verifier's store: the real betterauth store by default.
+// authStore is the verifier's store: the real authstore store by default.
 func withAuthStore(st auth.Store) option {
 	return withDeps(func(d *httpapi.Deps) {
 		v, err := auth.NewVerifier(auth.Config{Secret: testSecret}, st)
@@ -64,7 +64,7 @@ func withAuthStore(st auth.Store) option {
 func newEnv(t *testing.T, opts ...option) *env {
 	t.Helper()
 	e := &env{tasks: todo.NewStore(testDB.DB), jwks: authtest.NewJWKSServer(t), log: &logtest.Buffer{}}
-	v, err := auth.NewVerifier(auth.Config{Secret: testSecret, BetterAuthURL: e.jwks.URL()}, betterauth.NewStore(testDB.DB))
+	v, err := auth.NewVerifier(auth.Config{Secret: testSecret, BetterAuthURL: e.jwks.URL()}, authstore.NewStore(testDB.DB))
 	if err != nil {
 		t.Fatalf("NewVerifier: %v", err)
 	}
@@ -91,7 +91,7 @@ func (e *env) user(t *testing.T) (id, token string) {
 
 func hs256(t *testing.T, userID string) string {
 	t.Helper()
-	return authtest.SignHS256(t, testSecret, authtest.HS256Claims(userID, time.Now()))
+	return authtest.MintHS256(t, testSecret, authtest.HS256Claims(userID, time.Now()))
 }
 
 // req describes one request.

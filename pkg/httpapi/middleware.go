@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/cors"
 
 	"github.com/taskchat/taskchat/pkg/auth"
+	"github.com/taskchat/taskchat/pkg/reqctx"
 )
 
 // HeaderRequestID carries the request id in both directions.
@@ -23,9 +23,9 @@ const HeaderRequestID = "X-Request-Id"
 // maxRequestIDLen bounds an incoming request id; longer ones are replaced.
 const maxRequestIDLen = 64
 
-// key is the type of the keys this package stores in c.Locals and in
-// contexts; no other package can make one, so only this package's
-// middleware can set the caller's identity.
+// key is the type of the keys this package stores in c.Locals; no other
+// package can make one, so only this package's middleware can set the
+// caller's identity.
 type key int
 
 const (
@@ -91,7 +91,7 @@ func (s *Server) requestID(c *fiber.Ctx) error {
 	}
 	c.Locals(keyRequestID, id)
 	c.Set(HeaderRequestID, id)
-	c.SetUserContext(context.WithValue(c.UserContext(), keyRequestID, id))
+	c.SetUserContext(reqctx.WithRequestID(c.UserContext(), id))
 	return c.Next()
 }
 
@@ -146,11 +146,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 // reqLog is the server's logger with the request's id and, once
 // authenticated, its user id.
 func (s *Server) reqLog(c *fiber.Ctx) *slog.Logger {
-	l := s.log.With("request_id", RequestID(c))
-	if id, ok := c.Locals(keyIdentity).(identity); ok {
-		l = l.With("user_id", id.userID)
-	}
-	return l
+	return reqctx.Logger(c.UserContext(), s.log)
 }
 
 // cors answers preflight requests (before authentication) and sets the CORS
@@ -220,6 +216,7 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 		return errUnauthorized("the credential is not valid")
 	}
 	c.Locals(keyIdentity, id)
+	c.SetUserContext(reqctx.WithUserID(c.UserContext(), id.userID))
 	return c.Next()
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/taskchat/taskchat/pkg/todo"
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 // taskRoutes registers API.md's "Tasks" routes. Authentication and the path
@@ -74,7 +75,7 @@ func (s *Server) createTask(c *fiber.Ctx) error {
 		return err
 	}
 	if in.Title.Null {
-		return errValidation(FieldError{Field: "title", Message: "must be a string"})
+		return validate.Field("title", "must be a string")
 	}
 	t, err := s.deps.Tasks.Create(c.UserContext(), user, todo.NewTask{
 		Title:       in.Title.Value,
@@ -115,15 +116,15 @@ func (s *Server) updateTask(c *fiber.Ctx) error {
 	if err := s.decodeJSON(c, &in); err != nil {
 		return err
 	}
-	var nulls []FieldError
+	var nulls validate.Errors
 	if in.Title.Null {
-		nulls = append(nulls, FieldError{Field: "title", Message: "must be a string"})
+		nulls.Add("title", "must be a string")
 	}
 	if in.Completed.Null {
-		nulls = append(nulls, FieldError{Field: "completed", Message: "must be true or false"})
+		nulls.Add("completed", "must be true or false")
 	}
-	if len(nulls) > 0 {
-		return errValidation(nulls...)
+	if err := nulls.Err(); err != nil {
+		return err
 	}
 	// The id is checked after the body: API.md orders body errors before 404.
 	id, err := taskID(c)

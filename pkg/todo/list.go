@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 // Values of ListParams fields.
@@ -64,7 +66,7 @@ type Page struct {
 }
 
 // ParseLimit turns a "limit" query parameter into ListParams.Limit: "" gives
-// DefaultLimit; anything but an integer in 1–200 is a ValidationError on
+// DefaultLimit; anything but an integer in 1–200 is a *validate.Error on
 // field "limit".
 func ParseLimit(s string) (int, error) {
 	if s == "" {
@@ -77,8 +79,10 @@ func ParseLimit(s string) (int, error) {
 	return n, nil
 }
 
+var limitMessage = fmt.Sprintf("must be an integer from 1 to %d", MaxLimit)
+
 func limitError() error {
-	return &ValidationError{Fields: []FieldError{{Field: "limit", Message: fmt.Sprintf("must be an integer from 1 to %d", MaxLimit)}}}
+	return validate.Field("limit", limitMessage)
 }
 
 // listQuery is a validated ListParams with its cursor decoded.
@@ -90,50 +94,50 @@ type listQuery struct {
 
 // normalize validates p, applies the defaults and decodes the cursor.
 func (p ListParams) normalize() (listQuery, error) {
-	var v validation
+	var v validate.Errors
 	l := listQuery{status: p.Status, sort: p.Sort, order: p.Order, limit: p.Limit}
 	switch l.status {
 	case "":
 		l.status = StatusAll
 	case StatusAll, StatusPending, StatusCompleted:
 	default:
-		v.add("status", "must be one of all, pending, completed")
+		v.Add("status", "must be one of all, pending, completed")
 	}
 	switch l.sort {
 	case "":
 		l.sort = SortCreated
 	case SortCreated, SortUpdated, SortTitle:
 	default:
-		v.add("sort", "must be one of created, updated, title")
+		v.Add("sort", "must be one of created, updated, title")
 	}
 	switch l.order {
 	case "":
 		l.order = OrderDesc
 	case OrderAsc, OrderDesc:
 	default:
-		v.add("order", "must be asc or desc")
+		v.Add("order", "must be asc or desc")
 	}
 	l.query = strings.TrimSpace(p.Query)
 	if msg := checkText(l.query); msg != "" {
-		v.add("q", msg)
+		v.Add("q", msg)
 	} else if utf8.RuneCountInString(l.query) > MaxQueryLen {
-		v.add("q", fmt.Sprintf("must be at most %d characters", MaxQueryLen))
+		v.Add("q", fmt.Sprintf("must be at most %d characters", MaxQueryLen))
 	}
 	switch {
 	case l.limit == 0:
 		l.limit = DefaultLimit
 	case l.limit < 1 || l.limit > MaxLimit:
-		v = append(v, limitError().(*ValidationError).Fields...)
+		v.Add("limit", limitMessage)
 	}
-	if len(v) > 0 {
+	if v.Len() > 0 {
 		// The cursor is checked against a valid sort and order only.
-		return l, v.err()
+		return l, v.Err()
 	}
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, l.sort, l.order)
 		if err != nil {
-			v.add("cursor", err.Error())
-			return l, v.err()
+			v.Add("cursor", err.Error())
+			return l, v.Err()
 		}
 		l.after = &c
 	}

@@ -2,7 +2,6 @@ package todo_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"reflect"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/todo"
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 var testDB *dbtest.Database
@@ -34,15 +34,15 @@ func mustCreate(t *testing.T, s *todo.Store, userID, title string, desc *string)
 	return task
 }
 
-// wantFields fails unless err is a *todo.ValidationError naming exactly fields.
+// wantFields fails unless err is a *validate.Error naming exactly fields.
 func wantFields(t *testing.T, err error, fields ...string) {
 	t.Helper()
-	var ve *todo.ValidationError
-	if !errors.As(err, &ve) {
-		t.Fatalf("error = %v (%T), want *todo.ValidationError on %q", err, err, fields)
+	list, ok := validate.Fields(err)
+	if !ok {
+		t.Fatalf("error = %v (%T), want *validate.Error on %q", err, err, fields)
 	}
-	got := make([]string, len(ve.Fields))
-	for i, f := range ve.Fields {
+	got := make([]string, len(list))
+	for i, f := range list {
 		got[i] = f.Field
 		if f.Message == "" {
 			t.Errorf("field %q has no message", f.Field)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
+
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 // Store keeps tasks in Postgres. It holds a bun.IDB, so a Store made over a
@@ -17,7 +19,7 @@ import (
 //
 // Every method acts for one user: its queries match only rows whose user_id
 // is userID, so another user's task is reported as ErrNotFound. Rule
-// violations are *ValidationError; other failures are wrapped with the
+// violations are *validate.Error; other failures are wrapped with the
 // operation's name.
 type Store struct {
 	db bun.IDB
@@ -98,7 +100,7 @@ var sortColumns = map[string]string{
 
 // List returns one page of userID's tasks, filtered, ordered and continued
 // as p says (see ListParams). Invalid parameters, a malformed cursor and a
-// cursor made for another sort or order are ValidationErrors.
+// cursor made for another sort or order are *validate.Error values.
 func (s *Store) List(ctx context.Context, userID string, p ListParams) (Page, error) {
 	l, err := p.normalize()
 	if err != nil {
@@ -149,7 +151,7 @@ func (s *Store) List(ctx context.Context, userID string, p ListParams) (Page, er
 
 // Update applies p (see Patch) to userID's task id in one statement, sets
 // updated_at to now() and returns the new row. It returns ErrNotFound when
-// there is no such task, and a ValidationError for an invalid or empty Patch.
+// there is no such task, and a *validate.Error for an invalid or empty Patch.
 func (s *Store) Update(ctx context.Context, userID string, id int64, p Patch) (Task, error) {
 	p, err := p.Normalize()
 	if err != nil {
@@ -250,7 +252,7 @@ var checkFields = map[string]string{
 }
 
 // translate maps a database error to the package's errors: no row →
-// ErrNotFound; a CHECK violation → ValidationError (the rules are checked
+// ErrNotFound; a CHECK violation → *validate.Error (the rules are checked
 // first, so this is a second line of defence); the user foreign key →
 // ErrUserNotFound; anything else is wrapped with op.
 func translate(op string, err error) error {
@@ -263,7 +265,7 @@ func translate(op string, err error) error {
 		case "23514": // check_violation
 			field := checkFields[pgErr.ConstraintName]
 			if field != "" {
-				return &ValidationError{Fields: []FieldError{{Field: field, Message: "is too long or empty"}}}
+				return validate.Field(field, "is too long or empty")
 			}
 		case "23503": // foreign_key_violation
 			if pgErr.ConstraintName == "tasks_user_id_fkey" {

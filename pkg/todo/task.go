@@ -3,7 +3,7 @@
 //
 // Every store method takes the id of the user it acts for and restricts its
 // query to that user's rows, so another user's task is indistinguishable from
-// a missing one (both are ErrNotFound). Rule violations are *ValidationError
+// a missing one (both are ErrNotFound). Rule violations are *validate.Error
 // values naming the offending fields; the store checks the rules before
 // touching the database.
 package todo
@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/uptrace/bun"
+
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 // Limits on a task's text, counted in Unicode code points after trimming
@@ -48,45 +50,6 @@ type Task struct {
 	UpdatedAt   time.Time `bun:"updated_at,nullzero,notnull,default:now()" json:"updated_at"`
 }
 
-// FieldError is one rule violation. Field is a stable name ("title",
-// "description", "completed", "limit", "cursor", "status", "sort", "order",
-// "q"), or "" when the input as a whole is wrong (an empty Patch).
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
-// ValidationError reports input that breaks the task rules; Fields lists
-// every violation found, in a stable order.
-type ValidationError struct {
-	Fields []FieldError
-}
-
-// Error joins the violations into one line.
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		if f.Field == "" {
-			parts[i] = f.Message
-		} else {
-			parts[i] = f.Field + ": " + f.Message
-		}
-	}
-	return "invalid input: " + strings.Join(parts, "; ")
-}
-
-// validation collects field errors; err returns nil when there are none.
-type validation []FieldError
-
-func (v *validation) add(field, msg string) { *v = append(*v, FieldError{Field: field, Message: msg}) }
-
-func (v validation) err() error {
-	if len(v) == 0 {
-		return nil
-	}
-	return &ValidationError{Fields: v}
-}
-
 // NewTask is the input of Create.
 type NewTask struct {
 	// Title is required: 1–200 code points after trimming.
@@ -100,10 +63,10 @@ type NewTask struct {
 // (and an all-white-space description turned into nil). Create calls it; a
 // caller may call it first to report errors early.
 func (n NewTask) Normalize() (NewTask, error) {
-	var v validation
+	var v validate.Errors
 	n.Title = cleanTitle(&v, n.Title)
 	n.Description = cleanDescription(&v, n.Description)
-	return n, v.err()
+	return n, v.Err()
 }
 
 // Patch is the input of Update (PUT): nil fields stay as they are, and at
@@ -113,7 +76,7 @@ func (n NewTask) Normalize() (NewTask, error) {
 // unchanged; ClearDescription true sets it to NULL (JSON "description": null);
 // a non-nil Description sets it (text that is empty after trimming also sets
 // NULL, as in NewTask). Setting both Description and ClearDescription is a
-// ValidationError.
+// *validate.Error.
 type Patch struct {
 	Title            *string
 	Description      *string
@@ -124,10 +87,10 @@ type Patch struct {
 // Normalize checks p against the rules and returns it with its text trimmed.
 // A description that is empty after trimming becomes ClearDescription.
 func (p Patch) Normalize() (Patch, error) {
-	var v validation
+	var v validate.Errors
 	if p.Title == nil && p.Description == nil && !p.ClearDescription && p.Completed == nil {
-		v.add("", "at least one of title, description or completed is required")
-		return p, v.err()
+		v.Add("", "at least one of title, description or completed is required")
+		return p, v.Err()
 	}
 	if p.Title != nil {
 		t := cleanTitle(&v, *p.Title)
@@ -135,47 +98,47 @@ func (p Patch) Normalize() (Patch, error) {
 	}
 	if p.Description != nil {
 		if p.ClearDescription {
-			v.add("description", "cannot both set and clear the description")
+			v.Add("description", "cannot both set and clear the description")
 		} else if d := cleanDescription(&v, p.Description); d == nil {
 			p.Description, p.ClearDescription = nil, true
 		} else {
 			p.Description = d
 		}
 	}
-	return p, v.err()
+	return p, v.Err()
 }
 
 // cleanTitle trims a title and records what is wrong with it.
-func cleanTitle(v *validation, s string) string {
+func cleanTitle(v *validate.Errors, s string) string {
 	s = strings.TrimSpace(s)
 	if msg := checkText(s); msg != "" {
-		v.add("title", msg)
+		v.Add("title", msg)
 		return s
 	}
 	switch n := utf8.RuneCountInString(s); {
 	case n == 0:
-		v.add("title", "is required")
+		v.Add("title", "is required")
 	case n > MaxTitleLen:
-		v.add("title", fmt.Sprintf("must be at most %d characters", MaxTitleLen))
+		v.Add("title", fmt.Sprintf("must be at most %d characters", MaxTitleLen))
 	}
 	return s
 }
 
 // cleanDescription trims a description; nil or all white space gives nil.
-func cleanDescription(v *validation, p *string) *string {
+func cleanDescription(v *validate.Errors, p *string) *string {
 	if p == nil {
 		return nil
 	}
 	s := strings.TrimSpace(*p)
 	if msg := checkText(s); msg != "" {
-		v.add("description", msg)
+		v.Add("description", msg)
 		return &s
 	}
 	if s == "" {
 		return nil
 	}
 	if utf8.RuneCountInString(s) > MaxDescriptionLen {
-		v.add("description", fmt.Sprintf("must be at most %d characters", MaxDescriptionLen))
+		v.Add("description", fmt.Sprintf("must be at most %d characters", MaxDescriptionLen))
 	}
 	return &s
 }

@@ -2,12 +2,12 @@ package todo_test
 
 import (
 	"encoding/json"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/todo"
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 func TestNewTaskNormalize(t *testing.T) {
@@ -109,9 +109,8 @@ func TestValidationErrorMessage(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Fatalf("Error() = %v, want %q", err, want)
 	}
-	var ve *todo.ValidationError
-	if !errors.As(err, &ve) {
-		t.Fatalf("not a ValidationError: %T", err)
+	if _, ok := validate.Fields(err); !ok {
+		t.Fatalf("not a *validate.Error: %T", err)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 	"syscall"
 
 	"github.com/taskchat/taskchat/pkg/auth"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/config"
 	"github.com/taskchat/taskchat/pkg/dbschema"
 	"github.com/taskchat/taskchat/pkg/httpapi"
@@ -50,7 +50,7 @@ func ServeAPI(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.L
 	}
 
 	// Authentication.
-	verifier, err := auth.NewVerifier(cfg.Auth, betterauth.NewStore(db))
+	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db))
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/taskchat/taskchat/pkg/auth"
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 )
 
 // Clock is a fake clock for auth.WithClock; it only moves when told to.
@@ -69,8 +69,8 @@ func HS256Claims(userID string, now time.Time) map[string]any {
 	}
 }
 
-// SignHS256 signs claims with HS256 and secret, header {"alg":"HS256","typ":"JWT"}.
-func SignHS256(t testing.TB, secret string, claims map[string]any) string {
+// MintHS256 signs claims with HS256 and secret, header {"alg":"HS256","typ":"JWT"}.
+func MintHS256(t testing.TB, secret string, claims map[string]any) string {
 	t.Helper()
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims)).SignedString([]byte(secret))
 	if err != nil {
@@ -316,7 +316,7 @@ func publicJWK(k signingKey) map[string]string {
 	return nil
 }
 
-func randomKID() string { return betterauth.NewID() }
+func randomKID() string { return authstore.NewID() }
 
 // Session is a session row created by CreateSession, with the credential
 // forms Better Auth hands out for it.
@@ -340,8 +340,8 @@ type Session struct {
 // secret.
 func CreateSession(t testing.TB, db bun.IDB, secret, userID string, expiresAt time.Time) Session {
 	t.Helper()
-	row := betterauth.Session{UserID: userID, ExpiresAt: expiresAt}
-	if err := betterauth.NewStore(db).CreateSession(context.Background(), &row); err != nil {
+	row := authstore.Session{UserID: userID, ExpiresAt: expiresAt}
+	if err := authstore.NewStore(db).CreateSession(context.Background(), &row); err != nil {
 		t.Fatalf("create session: %v", err)
 	}
 	signed := auth.SignSessionToken(secret, row.Token)

@@ -1,4 +1,4 @@
-package betterauth_test
+package authstore_test
 
 import (
 	"context"
@@ -10,28 +10,28 @@ import (
 	"testing"
 	"time"
 
-	"github.com/taskchat/taskchat/pkg/betterauth"
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
 var testDB *dbtest.Database
 
-func TestMain(m *testing.M) { os.Exit(dbtest.Run(m, "betterauth", &testDB)) }
+func TestMain(m *testing.M) { os.Exit(dbtest.Run(m, "authstore", &testDB)) }
 
-func newUser(t *testing.T, st *betterauth.Store) betterauth.User {
+func newUser(t *testing.T, st *authstore.Store) authstore.User {
 	t.Helper()
-	id := betterauth.NewID()
-	u := betterauth.User{ID: id, Name: "User " + id[:6], Email: id + "@example.test"}
+	id := authstore.NewID()
+	u := authstore.User{ID: id, Name: "User " + id[:6], Email: id + "@example.test"}
 	if err := st.CreateUser(context.Background(), &u); err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
 	return u
 }
 
-func newSession(t *testing.T, st *betterauth.Store, userID string, expiresAt time.Time) betterauth.Session {
+func newSession(t *testing.T, st *authstore.Store, userID string, expiresAt time.Time) authstore.Session {
 	t.Helper()
-	s := betterauth.Session{UserID: userID, ExpiresAt: expiresAt}
+	s := authstore.Session{UserID: userID, ExpiresAt: expiresAt}
 	if err := st.CreateSession(context.Background(), &s); err != nil {
 		t.Fatalf("CreateSession: %v", err)
 	}
@@ -40,7 +40,7 @@ func newSession(t *testing.T, st *betterauth.Store, userID string, expiresAt tim
 
 func TestUserExists(t *testing.T) {
 	ctx := context.Background()
-	st := betterauth.NewStore(testDB.DB)
+	st := authstore.NewStore(testDB.DB)
 	u := newUser(t, st)
 	viaDBTest := dbtest.CreateUser(t, testDB.DB, "")
 
@@ -51,7 +51,7 @@ func TestUserExists(t *testing.T) {
 	}{
 		{"created through the store", u.ID, true},
 		{"created through dbtest", viaDBTest, true},
-		{"unknown id", betterauth.NewID(), false},
+		{"unknown id", authstore.NewID(), false},
 		{"empty id", "", false},
 		{"id that looks like SQL", "' OR 1=1 --", false},
 	}
@@ -70,7 +70,7 @@ func TestUserExists(t *testing.T) {
 
 func TestSessionUser(t *testing.T) {
 	ctx := context.Background()
-	st := betterauth.NewStore(testDB.DB)
+	st := authstore.NewStore(testDB.DB)
 	u := newUser(t, st)
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	live := newSession(t, st, u.ID, now.Add(time.Hour))
@@ -88,7 +88,7 @@ func TestSessionUser(t *testing.T) {
 		{"expiresAt equal to now is expired", edge.Token, now, ""},
 		{"just before expiresAt", edge.Token, now.Add(-time.Microsecond), u.ID},
 		{"live session seen after it expires", live.Token, now.Add(2 * time.Hour), ""},
-		{"unknown token", betterauth.NewID(), now, ""},
+		{"unknown token", authstore.NewID(), now, ""},
 		{"session id is not a token", live.ID, now, ""},
 		{"empty token", "", now, ""},
 	}
@@ -112,7 +112,7 @@ func TestSessionUser(t *testing.T) {
 		if got, err := st.SessionUser(ctx, s.Token, now); err != nil || got != "" {
 			t.Errorf("SessionUser after delete = %q, %v; want \"\", nil", got, err)
 		}
-		if err := st.DeleteSession(ctx, s.ID); !errors.Is(err, betterauth.ErrNotFound) {
+		if err := st.DeleteSession(ctx, s.ID); !errors.Is(err, authstore.ErrNotFound) {
 			t.Errorf("second DeleteSession = %v, want ErrNotFound", err)
 		}
 	})
@@ -120,7 +120,7 @@ func TestSessionUser(t *testing.T) {
 
 func TestDeleteUserCascades(t *testing.T) {
 	ctx := context.Background()
-	st := betterauth.NewStore(testDB.DB)
+	st := authstore.NewStore(testDB.DB)
 	u := newUser(t, st)
 	s := newSession(t, st, u.ID, time.Now().Add(time.Hour))
 
@@ -133,20 +133,20 @@ func TestDeleteUserCascades(t *testing.T) {
 	if got, err := st.SessionUser(ctx, s.Token, time.Now()); err != nil || got != "" {
 		t.Errorf("SessionUser after user delete = %q, %v", got, err)
 	}
-	if err := st.DeleteUser(ctx, u.ID); !errors.Is(err, betterauth.ErrNotFound) {
+	if err := st.DeleteUser(ctx, u.ID); !errors.Is(err, authstore.ErrNotFound) {
 		t.Errorf("second DeleteUser = %v, want ErrNotFound", err)
 	}
 }
 
 func TestCreateSessionRequiresUser(t *testing.T) {
-	st := betterauth.NewStore(testDB.DB)
+	st := authstore.NewStore(testDB.DB)
 	tests := []struct {
 		name string
-		sess betterauth.Session
+		sess authstore.Session
 	}{
-		{"no user id", betterauth.Session{ExpiresAt: time.Now().Add(time.Hour)}},
-		{"no expiry", betterauth.Session{UserID: "someone"}},
-		{"unknown user (foreign key)", betterauth.Session{UserID: betterauth.NewID(), ExpiresAt: time.Now().Add(time.Hour)}},
+		{"no user id", authstore.Session{ExpiresAt: time.Now().Add(time.Hour)}},
+		{"no expiry", authstore.Session{UserID: "someone"}},
+		{"unknown user (foreign key)", authstore.Session{UserID: authstore.NewID(), ExpiresAt: time.Now().Add(time.Hour)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,20 +169,20 @@ func TestListUsersAndSessions(t *testing.T) {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM "user"`); err != nil {
 		t.Fatal(err)
 	}
-	st := betterauth.NewStore(tx)
+	st := authstore.NewStore(tx)
 
 	base := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	var users []betterauth.User
+	var users []authstore.User
 	for i := range 3 {
-		u := betterauth.User{Name: "n", Email: betterauth.NewID() + "@example.test", CreatedAt: base.Add(time.Duration(i) * time.Minute)}
+		u := authstore.User{Name: "n", Email: authstore.NewID() + "@example.test", CreatedAt: base.Add(time.Duration(i) * time.Minute)}
 		if err := st.CreateUser(ctx, &u); err != nil {
 			t.Fatal(err)
 		}
 		users = append(users, u)
 	}
-	var sessions []betterauth.Session
+	var sessions []authstore.Session
 	for i, owner := range []string{users[0].ID, users[1].ID, users[0].ID} {
-		s := betterauth.Session{UserID: owner, ExpiresAt: base.Add(time.Hour), CreatedAt: base.Add(time.Duration(i) * time.Minute)}
+		s := authstore.Session{UserID: owner, ExpiresAt: base.Add(time.Hour), CreatedAt: base.Add(time.Duration(i) * time.Minute)}
 		if err := st.CreateSession(ctx, &s); err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +243,7 @@ func TestListUsersAndSessions(t *testing.T) {
 	}
 }
 
-func userIDs(us []betterauth.User) []string {
+func userIDs(us []authstore.User) []string {
 	var ids []string
 	for _, u := range us {
 		ids = append(ids, u.ID)
@@ -252,7 +252,7 @@ func userIDs(us []betterauth.User) []string {
 }
 
 func TestSessionJSONOmitsToken(t *testing.T) {
-	s := betterauth.Session{ID: "id1", Token: "secret-token-value", UserID: "u"}
+	s := authstore.Session{ID: "id1", Token: "secret-token-value", UserID: "u"}
 	b, err := json.Marshal(s)
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +266,7 @@ func TestNewID(t *testing.T) {
 	re := regexp.MustCompile(`^[A-Za-z0-9]{32}$`)
 	seen := map[string]bool{}
 	for range 1000 {
-		id := betterauth.NewID()
+		id := authstore.NewID()
 		if !re.MatchString(id) {
 			t.Fatalf("NewID() = %q, want 32 alphanumerics", id)
 		}
@@ -285,7 +285,7 @@ func TestStoreErrorsOnClosedPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	st := betterauth.NewStore(db)
+	st := authstore.NewStore(db)
 	if _, err := st.UserExists(context.Background(), "x"); err == nil {
 		t.Error("UserExists on a closed pool: nil error")
 	}

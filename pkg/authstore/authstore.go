@@ -1,5 +1,7 @@
-// Package betterauth maps Better Auth's tables ("user" and session) to bun
-// models and reads them for taskchat's authentication.
+// Package authstore stores Better Auth's users, sessions and accounts: bun
+// models of Better Auth's tables and a store over them. It only reads and
+// writes rows; verifying credentials is package auth's job, which reads
+// users and sessions through this store.
 //
 // Better Auth (the front end's auth library) owns the rows; taskchat's Atlas
 // schema owns the tables (schema/auth.pg.hcl). Column names are camelCase as
@@ -7,7 +9,7 @@
 // quote them by hand ("userId", "expiresAt").
 //
 // Store implements the auth package's Store interface without importing it.
-package betterauth
+package authstore
 
 import (
 	"context"
@@ -23,7 +25,7 @@ import (
 // ErrNotFound is returned by the Delete methods when no row matched.
 // The lookups used for authentication (UserExists, SessionUser) report
 // "not found" as false / "" with a nil error instead.
-var ErrNotFound = errors.New("betterauth: not found")
+var ErrNotFound = errors.New("authstore: not found")
 
 // DefaultListLimit is the page size ListUsers and ListSessions use when
 // given a limit <= 0.
