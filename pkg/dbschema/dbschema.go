@@ -8,7 +8,6 @@ package dbschema
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,8 +18,8 @@ import (
 	"ariga.io/atlas/sql/postgres"
 	atlas "ariga.io/atlas/sql/schema"
 	"github.com/hashicorp/hcl/v2/hclparse"
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
+	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/schema"
 )
 
@@ -109,9 +108,9 @@ func ApplyRealm(ctx context.Context, dbURL string, desired *atlas.Realm, opts Op
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("pgx", dbURL)
+	db, err := pgdb.OpenSQL(pgdb.Config{URL: dbURL, MaxConns: 2})
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+		return nil, err
 	}
 	defer db.Close()
 
@@ -204,7 +203,7 @@ func normalize(ctx context.Context, dbURL, devURL string, desired *atlas.Realm) 
 		defer drop()
 		devURL = url
 	}
-	dev, err := sql.Open("pgx", devURL)
+	dev, err := pgdb.OpenSQL(pgdb.Config{URL: devURL, MaxConns: 2})
 	if err != nil {
 		return nil, fmt.Errorf("open dev database: %w", err)
 	}
@@ -231,9 +230,9 @@ func createScratch(ctx context.Context, dbURL string) (string, func(), error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("parse DATABASE_URL: %w", redact(err))
 	}
-	admin, err := sql.Open("pgx", dbURL)
+	admin, err := pgdb.OpenSQL(pgdb.Config{URL: dbURL, MaxConns: 1})
 	if err != nil {
-		return "", nil, fmt.Errorf("open database: %w", err)
+		return "", nil, err
 	}
 	name := "taskchat_atlas_dev_" + randomSuffix()
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {

@@ -1,13 +1,19 @@
-// Package pgdb opens taskchat's PostgreSQL connection pool as a bun database:
-// capped pool size, per-session statement and idle-in-transaction timeouts.
+// Package pgdb owns how taskchat connects to PostgreSQL: one connection
+// config for every connection the project opens (pinned session settings,
+// timeouts, application name), the bun pool built on it, creating and
+// dropping databases, and telling an unavailable database from other
+// errors.
 package pgdb
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -26,8 +32,36 @@ type Config struct {
 	IdleInTxTimeout time.Duration
 }
 
-// Open opens a pool and checks that the database answers.
-func Open(ctx context.Context, cfg Config) (*bun.DB, error) {
+// defaultMaxConns caps a pool whose Config.MaxConns is not positive.
+const defaultMaxConns = 10
+
+// ApplicationName is the application_name of every connection whose URL
+// does not name one; it tells taskchat's sessions apart in pg_stat_activity.
+const ApplicationName = "taskchat"
+
+// pinned are the session settings every connection sets in its startup
+// packet, overriding server, database and role defaults, and checks that
+// the server reports after connecting.
+//
+// bun writes query arguments into the SQL text, escaping a string by
+// doubling its quotes only, which is correct when standard_conforming_strings
+// is on. Where it is off, a backslash in an argument escapes the closing
+// quote and the rest of the argument is read as SQL (a crafted session token
+// then matched another user's session). pgx's own text escaping makes the
+// same two assumptions.
+var pinned = map[string]string{
+	"standard_conforming_strings": "on",
+	"client_encoding":             "UTF8",
+}
+
+// ConnConfig parses cfg.URL into the connection config every taskchat
+// connection uses: standard_conforming_strings=on and client_encoding=UTF8
+// whatever the server, database or role defaults say, cfg's timeouts as
+// session settings, and ApplicationName unless the URL sets
+// application_name. A connection whose server does not report the two
+// pinned settings after the handshake is refused.
+// The URL's password never appears in the error.
+func ConnConfig(cfg Config) (*pgx.ConnConfig, error) {
 	pc, err := pgx.ParseConfig(cfg.URL)
 	if err != nil {
 		// pgx's parse errors do not echo the password.
@@ -36,62 +70,78 @@ func Open(ctx context.Context, cfg Config) (*bun.DB, error) {
 	if pc.RuntimeParams == nil {
 		pc.RuntimeParams = map[string]string{}
 	}
+	for k, v := range pinned {
+		pc.RuntimeParams[k] = v
+	}
 	if cfg.StatementTimeout > 0 {
 		pc.RuntimeParams["statement_timeout"] = ms(cfg.StatementTimeout)
 	}
 	if cfg.IdleInTxTimeout > 0 {
 		pc.RuntimeParams["idle_in_transaction_session_timeout"] = ms(cfg.IdleInTxTimeout)
 	}
-	pc.RuntimeParams["application_name"] = "taskchat"
+	if pc.RuntimeParams["application_name"] == "" {
+		pc.RuntimeParams["application_name"] = ApplicationName
+	}
+	// Keep a validator the URL asked for (target_session_attrs) and run
+	// ours after it.
+	prev := pc.ValidateConnect
+	pc.ValidateConnect = func(ctx context.Context, conn *pgconn.PgConn) error {
+		if prev != nil {
+			if err := prev(ctx, conn); err != nil {
+				return err
+			}
+		}
+		return checkPinned(conn)
+	}
+	return pc, nil
+}
 
-	sqldb := stdlib.OpenDB(*pc)
+// checkPinned refuses a connection whose server does not report the
+// pinned settings (both are reported to the client on every change), e.g.
+// behind a proxy that drops startup parameters.
+func checkPinned(conn *pgconn.PgConn) error {
+	for k, want := range pinned {
+		if got := conn.ParameterStatus(k); got != want {
+			return fmt.Errorf("the server reports %s=%q, taskchat needs %q", k, got, want)
+		}
+	}
+	return nil
+}
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// OpenSQL returns a database/sql pool of connections made with
+// ConnConfig(cfg), capped at cfg.MaxConns (10 when not positive). It does
+// not connect: the first query does. Callers that speak bun want Open.
+func OpenSQL(cfg Config) (*sql.DB, error) {
+	pc, err := ConnConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := stdlib.OpenDB(*pc)
 	maxConns := cfg.MaxConns
 	if maxConns <= 0 {
-		maxConns = 10
+		maxConns = defaultMaxConns
 	}
-	sqldb.SetMaxOpenConns(maxConns)
-	sqldb.SetMaxIdleConns(maxConns)
-	sqldb.SetConnMaxIdleTime(5 * time.Minute)
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return db, nil
+}
 
+// Open opens a bun pool over OpenSQL(cfg) and checks that the database
+// answers within 5 seconds.
+func Open(ctx context.Context, cfg Config) (*bun.DB, error) {
+	sqldb, err := OpenSQL(cfg)
+	if err != nil {
+		return nil, err
+	}
 	db := bun.NewDB(sqldb, pgdialect.New())
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := db.PingContext(pingCtx); err != nil {
-		db.Close()
+		_ = db.Close() // nothing was opened that could fail to close
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	return db, nil
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
-
-// EnsureDatabase creates the database named in url's path when it does not
-// exist, connecting to the server's "postgres" database to do so. It
-// reports whether it created one.
-func EnsureDatabase(ctx context.Context, rawURL string) (bool, error) {
-	pc, err := pgx.ParseConfig(rawURL)
-	if err != nil {
-		return false, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	name := pc.Database
-	if name == "" || name == "postgres" {
-		return false, nil
-	}
-	pc.Database = "postgres"
-	conn, err := pgx.ConnectConfig(ctx, pc)
-	if err != nil {
-		return false, fmt.Errorf("connect to the server's postgres database: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return false, fmt.Errorf("look up database %q: %w", name, err)
-	}
-	if exists {
-		return false, nil
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return false, fmt.Errorf("create database %q: %w", name, err)
-	}
-	return true, nil
 }
