@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -27,21 +26,7 @@ func chatctl(t *testing.T, env map[string]string, args ...string) (string, error
 // drops it when the test ends.
 func freshURL(t *testing.T) string {
 	t.Helper()
-	d, err := dbtest.Create(context.Background(), "chatctl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(d.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := d.Name + "_new"
-	u.Path = "/" + name
-	t.Cleanup(func() {
-		_, _ = d.DB.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-		d.Drop()
-	})
-	return u.String()
+	return dbtest.UnusedURL(t, "chatctl")
 }
 
 func TestSchemaApplyCreatesDatabaseThenPlansNothing(t *testing.T) {
@@ -79,11 +64,7 @@ func TestSchemaDryRunAppliesNothing(t *testing.T) {
 }
 
 func TestTokenIsAcceptedByTheVerifier(t *testing.T) {
-	d, err := dbtest.New(context.Background(), "chatctl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Drop)
+	d := dbtest.WithSchema(t, "chatctl")
 	env := map[string]string{"DATABASE_URL": d.URL, "BETTER_AUTH_SECRET": testSecret}
 
 	out, err := chatctl(t, env, "token", "--user-id", "dev-user-1", "--create-user", "--ttl", "10m")

@@ -115,11 +115,7 @@ func TestSessionUserWithStandardConformingStringsOff(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			d, err := dbtest.New(ctx, "authstore_scs")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(d.Drop)
+			d := dbtest.WithSchema(t, "authstore_scs")
 			owner := newUser(t, authstore.NewStore(d.DB))
 			live := newSession(t, authstore.NewStore(d.DB), owner.ID, time.Now().Add(time.Hour))
 			rawURL := tc.off(t, d)

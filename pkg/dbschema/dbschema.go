@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 
 	"ariga.io/atlas/sql/migrate"
@@ -193,15 +192,24 @@ func destructive(changes []atlas.Change) []string {
 // normalize converts the desired realm to its normal form by creating it in
 // an empty scratch database and inspecting it back, as the Atlas CLI's dev
 // database does. Without it, changed CHECK constraints are never planned
-// and partial indexes are planned again on every apply.
-func normalize(ctx context.Context, dbURL, devURL string, desired *atlas.Realm) (*atlas.Realm, error) {
+// and partial indexes are planned again on every apply. A scratch database
+// that cannot be dropped afterwards is an error, so it is not left behind
+// unnoticed.
+func normalize(ctx context.Context, dbURL, devURL string, desired *atlas.Realm) (_ *atlas.Realm, err error) {
 	if devURL == "" {
-		url, drop, err := createScratch(ctx, dbURL)
-		if err != nil {
+		name := "taskchat_atlas_dev_" + randomSuffix()
+		if devURL, err = pgdb.DatabaseURL(dbURL, name); err != nil {
 			return nil, err
 		}
-		defer drop()
-		devURL = url
+		if err := pgdb.CreateDatabase(ctx, dbURL, name); err != nil {
+			return nil, fmt.Errorf("create scratch database (set ATLAS_DEV_URL where the role cannot create databases): %w", err)
+		}
+		defer func() {
+			// The caller's context may be done; dropping must still happen.
+			if derr := pgdb.DropDatabase(context.WithoutCancel(ctx), dbURL, name); derr != nil {
+				err = errors.Join(err, fmt.Errorf("drop scratch database: %w", derr))
+			}
+		}()
 	}
 	dev, err := pgdb.OpenSQL(pgdb.Config{URL: devURL, MaxConns: 2})
 	if err != nil {
@@ -223,42 +231,8 @@ func normalize(ctx context.Context, dbURL, devURL string, desired *atlas.Realm) 
 	return normal, nil
 }
 
-// createScratch creates an empty database on dbURL's server and returns its
-// URL and a function that drops it.
-func createScratch(ctx context.Context, dbURL string) (string, func(), error) {
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		return "", nil, fmt.Errorf("parse DATABASE_URL: %w", redact(err))
-	}
-	admin, err := pgdb.OpenSQL(pgdb.Config{URL: dbURL, MaxConns: 1})
-	if err != nil {
-		return "", nil, err
-	}
-	name := "taskchat_atlas_dev_" + randomSuffix()
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		admin.Close()
-		return "", nil, fmt.Errorf("create scratch database (set ATLAS_DEV_URL where the role cannot create databases): %w", err)
-	}
-	drop := func() {
-		// The caller's context may be done; dropping must still happen.
-		_, _ = admin.ExecContext(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		admin.Close()
-	}
-	u.Path = "/" + name
-	return u.String(), drop, nil
-}
-
 func randomSuffix() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// redact keeps a URL parse error from echoing the URL (and its password).
-func redact(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }

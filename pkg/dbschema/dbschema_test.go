@@ -15,12 +15,7 @@ import (
 // emptyDB returns a fresh database with no schema applied.
 func emptyDB(t *testing.T) *dbtest.Database {
 	t.Helper()
-	d, err := dbtest.Create(context.Background(), "schema")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Drop)
-	return d
+	return dbtest.Empty(t, "schema")
 }
 
 // files returns the embedded schema files with edit applied to the one named.

@@ -25,12 +25,7 @@ var pgTypeOf = map[reflect.Type]string{
 // the applied schema with a compatible type, and that a non-pointer Go field
 // (which cannot hold NULL) never maps a nullable column.
 func TestModelsMatchAppliedSchema(t *testing.T) {
-	ctx := context.Background()
-	d, err := dbtest.New(ctx, "models")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Drop)
+	d := dbtest.WithSchema(t, "models")
 
 	models := []any{(*todo.Task)(nil), (*authstore.User)(nil), (*authstore.Session)(nil)}
 	for _, m := range models {

@@ -10,16 +10,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
-	"net/url"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbschema"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
@@ -35,7 +35,7 @@ func ServerURL() string {
 	return DefaultServerURL
 }
 
-// Database is a fresh database created for one test package.
+// Database is a fresh database created for one test package or test.
 type Database struct {
 	// Name is the database's name.
 	Name string
@@ -44,62 +44,124 @@ type Database struct {
 	// DB is a pool on it.
 	DB *bun.DB
 
-	admin *bun.DB
+	server string // the URL it was created and is dropped through
+}
+
+// dropTimeout bounds dropping a database, which waits for its sessions to end.
+const dropTimeout = time.Minute
+
+// newName returns an unused database name made of prefix and a random suffix.
+func newName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+).
+	return fmt.Sprintf("taskchat_test_%s_%s", prefix, hex.EncodeToString(b))
 }
 
 // Create makes an empty database named after prefix with a random suffix.
-// It does not apply the schema; most callers want New.
+// It does not apply the schema; most callers want New. The caller must
+// Drop it.
 func Create(ctx context.Context, prefix string) (*Database, error) {
-	admin, err := pgdb.Open(ctx, pgdb.Config{URL: ServerURL(), MaxConns: 2})
-	if err != nil {
+	d := &Database{Name: newName(prefix), server: ServerURL()}
+	if err := pgdb.CreateDatabase(ctx, d.server, d.Name); err != nil {
 		return nil, fmt.Errorf("dbtest: %w (is PostgreSQL running? see README)", err)
 	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := fmt.Sprintf("taskchat_test_%s_%s", prefix, hex.EncodeToString(b))
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		admin.Close()
-		return nil, fmt.Errorf("dbtest: create database: %w", err)
+	var err error
+	if d.URL, err = pgdb.DatabaseURL(d.server, d.Name); err != nil {
+		return nil, errors.Join(fmt.Errorf("dbtest: %w", err), d.Drop())
 	}
-	u, err := url.Parse(ServerURL())
-	if err != nil {
-		admin.Close()
-		return nil, err
-	}
-	u.Path = "/" + name
-	d := &Database{Name: name, URL: u.String(), admin: admin}
 	d.DB, err = pgdb.Open(ctx, pgdb.Config{URL: d.URL, MaxConns: 10, StatementTimeout: time.Minute})
 	if err != nil {
-		d.Drop()
-		return nil, err
+		return nil, errors.Join(fmt.Errorf("dbtest: %w", err), d.Drop())
 	}
 	return d, nil
 }
 
 // New creates a fresh database and applies the schema through dbschema.
+// The caller must Drop it.
 func New(ctx context.Context, prefix string) (*Database, error) {
 	d, err := Create(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := dbschema.Apply(ctx, d.URL, dbschema.Options{}); err != nil {
-		d.Drop()
-		return nil, fmt.Errorf("dbtest: apply schema: %w", err)
+		return nil, errors.Join(fmt.Errorf("dbtest: apply schema: %w", err), d.Drop())
 	}
 	return d, nil
 }
 
-// Drop closes the pool and drops the database.
-func (d *Database) Drop() {
+// Drop closes the pool and drops the database, ending the sessions still
+// connected to it.
+func (d *Database) Drop() error {
+	var errs []error
 	if d.DB != nil {
-		d.DB.Close()
+		if err := d.DB.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("dbtest: close %s: %w", d.Name, err))
+		}
 	}
-	_, _ = d.admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+d.Name+" WITH (FORCE)")
-	d.admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
+	defer cancel()
+	if err := pgdb.DropDatabase(ctx, d.server, d.Name); err != nil {
+		errs = append(errs, fmt.Errorf("dbtest: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Empty returns a fresh database without the schema for one test, dropped
+// when the test ends; a failed drop fails the test.
+func Empty(t testing.TB, prefix string) *Database {
+	t.Helper()
+	d, err := Create(context.Background(), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropAtCleanup(t, d)
+	return d
+}
+
+// WithSchema returns a fresh database with the schema applied for one
+// test, dropped when the test ends; a failed drop fails the test.
+func WithSchema(t testing.TB, prefix string) *Database {
+	t.Helper()
+	d, err := New(context.Background(), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropAtCleanup(t, d)
+	return d
+}
+
+func dropAtCleanup(t testing.TB, d *Database) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := d.Drop(); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+}
+
+// UnusedURL returns the URL of a database on the test server that does not
+// exist yet, for code that creates it; it is dropped, if it exists, when
+// the test ends, and a failed drop fails the test.
+func UnusedURL(t testing.TB, prefix string) string {
+	t.Helper()
+	name := newName(prefix)
+	u, err := pgdb.DatabaseURL(ServerURL(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
+		defer cancel()
+		if err := pgdb.DropDatabase(ctx, ServerURL(), name); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	return u
 }
 
 // Run is for TestMain: it creates a fresh database with the schema, stores
-// it in *db, runs the package's tests and drops the database.
+// it in *db, runs the package's tests and drops the database. A database
+// that cannot be dropped is reported on stderr and fails the run.
 //
 //	var testDB *dbtest.Database
 //	func TestMain(m *testing.M) { os.Exit(dbtest.Run(m, "todo", &testDB)) }
@@ -119,34 +181,30 @@ func Run(m *testing.M, prefix string, db **Database) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer d.Drop()
 	*db = d
-	return m.Run()
+	code := m.Run()
+	if err := d.Drop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
 }
 
-var userSeq struct {
-	sync.Mutex
-	n int
-}
-
-// CreateUser inserts a Better Auth "user" row with the given id (a random one
-// when id is empty) and returns the id.
+// CreateUser creates a Better Auth user with the given id (a new one when id
+// is empty) through authstore's Store.CreateUser, the way the product makes
+// users, and returns the id. Its email is derived from the id.
 func CreateUser(t testing.TB, db bun.IDB, id string) string {
 	t.Helper()
-	if id == "" {
-		b := make([]byte, 16)
-		_, _ = rand.Read(b)
-		id = hex.EncodeToString(b)
+	u := authstore.User{ID: id}
+	if u.ID == "" {
+		u.ID = authstore.NewID()
 	}
-	userSeq.Lock()
-	userSeq.n++
-	n := userSeq.n
-	userSeq.Unlock()
-	_, err := db.NewRaw(`INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")
-		VALUES (?, ?, ?, false, now(), now())`, id, fmt.Sprintf("Test User %d", n), fmt.Sprintf("%s-%d@example.test", id, n)).
-		Exec(context.Background())
-	if err != nil {
-		t.Fatalf("create user %q: %v", id, err)
+	u.Name = "Test User " + u.ID
+	u.Email = u.ID + "@example.test"
+	if err := authstore.NewStore(db).CreateUser(context.Background(), &u); err != nil {
+		t.Fatalf("create user %q: %v", u.ID, err)
 	}
-	return id
+	return u.ID
 }

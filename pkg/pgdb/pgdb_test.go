@@ -3,7 +3,6 @@ package pgdb_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -54,11 +53,7 @@ func TestOpenReportsAnUnreachableServer(t *testing.T) {
 func unpinnedDB(t *testing.T) *dbtest.Database {
 	t.Helper()
 	ctx := context.Background()
-	d, err := dbtest.Create(ctx, "pgdb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Drop)
+	d := dbtest.Empty(t, "pgdb")
 	name := pgx.Identifier{d.Name}.Sanitize()
 	for _, q := range []string{
 		"ALTER DATABASE " + name + " SET standard_conforming_strings = off",
@@ -186,28 +181,123 @@ func TestConnConfigRefusesAnUnpinnedSession(t *testing.T) {
 
 func TestEnsureDatabase(t *testing.T) {
 	ctx := context.Background()
-	d, err := dbtest.Create(ctx, "pgdb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Drop)
+	d := dbtest.Empty(t, "pgdb")
 
 	created, err := pgdb.EnsureDatabase(ctx, d.URL)
 	if err != nil || created {
 		t.Fatalf("EnsureDatabase of an existing database = %v, %v; want false, nil", created, err)
 	}
 
-	u, _ := url.Parse(d.URL)
-	name := d.Name + "_ensure"
-	u.Path = "/" + name
-	t.Cleanup(func() { _, _ = d.DB.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
-	created, err = pgdb.EnsureDatabase(ctx, u.String())
+	missing := dbtest.UnusedURL(t, "pgdb")
+	created, err = pgdb.EnsureDatabase(ctx, missing)
 	if err != nil || !created {
 		t.Fatalf("EnsureDatabase of a missing database = %v, %v; want true, nil", created, err)
 	}
-	db, err := pgdb.Open(ctx, pgdb.Config{URL: u.String()})
+	db, err := pgdb.Open(ctx, pgdb.Config{URL: missing})
 	if err != nil {
 		t.Fatalf("open the created database: %v", err)
 	}
 	db.Close()
+}
+
+func databaseExists(t *testing.T, d *dbtest.Database, name string) bool {
+	t.Helper()
+	var ok bool
+	if err := d.DB.QueryRowContext(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = ?)", name).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// TestCreateAndDropDatabase checks that names are quoted, that drops end
+// the sessions still connected, and that every failure is returned.
+func TestCreateAndDropDatabase(t *testing.T) {
+	ctx := context.Background()
+	admin := dbtest.Empty(t, "pgdb")
+	// Upper case, a space, a quote and a semicolon: only a quoted
+	// identifier keeps this name (and its owner's intent) intact.
+	name := admin.Name + `_Odd "x"; y`
+	t.Cleanup(func() {
+		if err := pgdb.DropDatabase(context.Background(), dbtest.ServerURL(), name); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+
+	if err := pgdb.CreateDatabase(ctx, dbtest.ServerURL(), name); err != nil {
+		t.Fatalf("CreateDatabase: %v", err)
+	}
+	if !databaseExists(t, admin, name) {
+		t.Fatalf("database %q not created", name)
+	}
+	if err := pgdb.CreateDatabase(ctx, dbtest.ServerURL(), name); err == nil {
+		t.Fatal("creating an existing database succeeded")
+	}
+
+	// A session still connected must not stop the drop.
+	url, err := pgdb.DatabaseURL(dbtest.ServerURL(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := pgdb.Open(ctx, pgdb.Config{URL: url, MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := pgdb.DropDatabase(ctx, dbtest.ServerURL(), name); err != nil {
+		t.Fatalf("DropDatabase with a session connected: %v", err)
+	}
+	if databaseExists(t, admin, name) {
+		t.Fatalf("database %q still exists", name)
+	}
+	if err := pgdb.DropDatabase(ctx, dbtest.ServerURL(), name); err != nil {
+		t.Fatalf("dropping a missing database: %v, want nil", err)
+	}
+
+	failures := []struct {
+		name string
+		err  error
+	}{
+		{"create with an empty name", pgdb.CreateDatabase(ctx, dbtest.ServerURL(), "")},
+		{"drop with an empty name", pgdb.DropDatabase(ctx, dbtest.ServerURL(), "")},
+		{"drop the database connected to", pgdb.DropDatabase(ctx, admin.URL, admin.Name)},
+		{"drop through an unreachable server", pgdb.DropDatabase(ctx, "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2", "x")},
+		{"create through a malformed URL", pgdb.CreateDatabase(ctx, "postgres://%zz", "x")},
+	}
+	for _, tc := range failures {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.err == nil {
+				t.Fatal("no error")
+			}
+		})
+	}
+}
+
+func TestDatabaseURL(t *testing.T) {
+	tests := []struct {
+		name, url, db, want string
+		wantErr             bool
+	}{
+		{"replaces the path and keeps the rest", "postgres://u:p@h:5/old?sslmode=disable", "new", "postgres://u:p@h:5/new?sslmode=disable", false},
+		{"no path", "postgresql://h", "new", "postgresql://h/new", false},
+		{"escapes the name", "postgres://h/old", "a b/c", "postgres://h/a%20b%2Fc", false},
+		{"key=value strings are not URLs", "host=h dbname=old", "new", "", true},
+		{"malformed URL without echoing the password", "postgres://u:secret@h:x/old", "new", "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := pgdb.DatabaseURL(tc.url, tc.db)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("DatabaseURL = %q, want an error", got)
+				}
+				if strings.Contains(err.Error(), "secret") {
+					t.Fatalf("error echoes the password: %v", err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("DatabaseURL = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
 }
