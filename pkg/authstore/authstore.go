@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
 // ErrNotFound is returned by the Delete methods when no row matched.
@@ -65,7 +67,8 @@ func (s Session) Active(now time.Time) bool { return s.ExpiresAt.After(now) }
 
 // Store reads and writes Better Auth's tables. It holds a bun.IDB, so it
 // works on a pool or inside a transaction; it is safe for concurrent use
-// when its IDB is.
+// when its IDB is. Errors name the operation; when the database could not
+// be reached or could not answer in time they wrap pgdb.ErrUnavailable.
 type Store struct {
 	db bun.IDB
 }
@@ -78,7 +81,7 @@ func NewStore(db bun.IDB) *Store { return &Store{db: db} }
 func (s *Store) UserExists(ctx context.Context, id string) (bool, error) {
 	ok, err := s.db.NewSelect().Model((*User)(nil)).Where("u.id = ?", id).Exists(ctx)
 	if err != nil {
-		return false, fmt.Errorf("user exists: %w", err)
+		return false, wrap("user exists", err)
 	}
 	return ok, nil
 }
@@ -98,7 +101,7 @@ func (s *Store) SessionUser(ctx context.Context, token string, now time.Time) (s
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("session user: %w", err)
+		return "", wrap("session user", err)
 	}
 	return userID, nil
 }
@@ -117,7 +120,7 @@ func (s *Store) CreateUser(ctx context.Context, u *User) error {
 		u.UpdatedAt = now
 	}
 	if _, err := s.db.NewInsert().Model(u).Exec(ctx); err != nil {
-		return fmt.Errorf("insert user: %w", err)
+		return wrap("insert user", err)
 	}
 	return nil
 }
@@ -146,7 +149,7 @@ func (s *Store) CreateSession(ctx context.Context, sess *Session) error {
 		sess.UpdatedAt = now
 	}
 	if _, err := s.db.NewInsert().Model(sess).Exec(ctx); err != nil {
-		return fmt.Errorf("insert session: %w", err)
+		return wrap("insert session", err)
 	}
 	return nil
 }
@@ -162,7 +165,7 @@ func (s *Store) ListUsers(ctx context.Context, limit int) ([]User, error) {
 		OrderExpr("? DESC, ? DESC", bun.Ident("u.createdAt"), bun.Ident("u.id")).
 		Limit(int64(limit)).Scan(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
+		return nil, wrap("list users", err)
 	}
 	return users, nil
 }
@@ -182,7 +185,7 @@ func (s *Store) ListSessions(ctx context.Context, userID string, limit int) ([]S
 		q = q.Where("? = ?", bun.Ident("s.userId"), userID)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
+		return nil, wrap("list sessions", err)
 	}
 	return sessions, nil
 }
@@ -192,9 +195,9 @@ func (s *Store) ListSessions(ctx context.Context, userID string, limit int) ([]S
 func (s *Store) DeleteUser(ctx context.Context, id string) error {
 	res, err := s.db.NewDelete().Model((*User)(nil)).Where("id = ?", id).Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("delete user: %w", err)
+		return wrap("delete user", err)
 	}
-	return affected(res)
+	return affected("delete user", res)
 }
 
 // DeleteSession deletes the session with id (its id, not its token), which
@@ -202,20 +205,26 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
 	res, err := s.db.NewDelete().Model((*Session)(nil)).Where("id = ?", id).Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("delete session: %w", err)
+		return wrap("delete session", err)
 	}
-	return affected(res)
+	return affected("delete session", res)
 }
 
-func affected(res sql.Result) error {
+func affected(op string, res sql.Result) error {
 	n, err := res.RowsAffected()
 	if err != nil {
-		return err
+		return wrap(op, err)
 	}
 	if n == 0 {
 		return ErrNotFound
 	}
 	return nil
+}
+
+// wrap names the failed operation; an error of a database that could not be
+// reached or could not answer in time also wraps pgdb.ErrUnavailable.
+func wrap(op string, err error) error {
+	return fmt.Errorf("%s: %w", op, pgdb.MarkUnavailable(err))
 }
 
 const idAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

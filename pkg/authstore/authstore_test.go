@@ -293,3 +293,41 @@ func TestStoreErrorsOnClosedPool(t *testing.T) {
 		t.Error("SessionUser on a closed pool: nil error")
 	}
 }
+
+// TestStoreUnavailable checks that every method reports a database that
+// cannot be reached as pgdb.ErrUnavailable, and that a refused statement is
+// not reported so.
+func TestStoreUnavailable(t *testing.T) {
+	ctx := context.Background()
+	st := authstore.NewStore(dbtest.PoolAt(t, pgdb.Config{URL: dbtest.UnreachableURL}))
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"UserExists", func() error { _, err := st.UserExists(ctx, "x"); return err }},
+		{"SessionUser", func() error { _, err := st.SessionUser(ctx, "x", time.Now()); return err }},
+		{"CreateUser", func() error { return st.CreateUser(ctx, &authstore.User{Name: "n", Email: "e@example.test"}) }},
+		{"CreateSession", func() error {
+			return st.CreateSession(ctx, &authstore.Session{UserID: "x", ExpiresAt: time.Now().Add(time.Hour)})
+		}},
+		{"ListUsers", func() error { _, err := st.ListUsers(ctx, 0); return err }},
+		{"ListSessions", func() error { _, err := st.ListSessions(ctx, "", 0); return err }},
+		{"DeleteUser", func() error { return st.DeleteUser(ctx, "x") }},
+		{"DeleteSession", func() error { return st.DeleteSession(ctx, "x") }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, pgdb.ErrUnavailable) {
+				t.Fatalf("err = %v, want pgdb.ErrUnavailable", err)
+			}
+		})
+	}
+	t.Run("a duplicate email is not an outage", func(t *testing.T) {
+		live := authstore.NewStore(testDB.DB)
+		u := newUser(t, live)
+		err := live.CreateUser(ctx, &authstore.User{Name: "n", Email: u.Email})
+		if err == nil || errors.Is(err, pgdb.ErrUnavailable) {
+			t.Fatalf("duplicate email: err = %v, want a non-outage error", err)
+		}
+	})
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/dbschema"
@@ -157,6 +158,23 @@ func UnusedURL(t testing.TB, prefix string) string {
 		}
 	})
 	return u
+}
+
+// UnreachableURL points at a port of the local machine nothing listens on.
+const UnreachableURL = "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2"
+
+// PoolAt returns a pgdb pool made with cfg (pgdb.OpenSQL), closed
+// when the test ends. Unlike pgdb.Open it does not check that the server
+// answers, so it can stand for a database that is down.
+func PoolAt(t testing.TB, cfg pgdb.Config) *bun.DB {
+	t.Helper()
+	sqldb, err := pgdb.OpenSQL(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := bun.NewDB(sqldb, pgdialect.New())
+	t.Cleanup(func() { _ = db.Close() }) // nothing is left to release
+	return db
 }
 
 // Run is for TestMain: it creates a fresh database with the schema, stores

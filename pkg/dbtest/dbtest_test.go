@@ -29,7 +29,7 @@ func TestDropReportsFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	server := d.server
-	d.server = "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2"
+	d.server = UnreachableURL
 	if err := d.Drop(); err == nil {
 		t.Error("Drop through an unreachable server returned nil")
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/pkg/todo"
 	"github.com/taskchat/taskchat/pkg/validate"
 )
@@ -110,6 +111,8 @@ func toError(err error) (*Error, bool) {
 	case errors.Is(err, todo.ErrUserNotFound):
 		// The credential was valid but its user has just been deleted.
 		return errUnauthorized("the user no longer exists"), true
+	case errors.Is(err, pgdb.ErrUnavailable):
+		return errUnavailable("the database is not available right now"), true
 	case errors.As(err, &fe):
 		return fiberError(fe), true
 	}
@@ -151,11 +154,15 @@ func fiberError(fe *fiber.Error) *Error {
 
 // handleError is the app's only error handler: it writes err as a problem.
 // Unexpected errors are logged with the request id and answered with a 500
-// that says nothing about them.
+// that says nothing about them; an unavailable database is logged at warn
+// (the answer, a 503, does not say why either).
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	e, known := toError(err)
-	if !known {
+	switch {
+	case !known:
 		s.reqLog(c).Error("request failed", "err", err)
+	case errors.Is(err, pgdb.ErrUnavailable):
+		s.reqLog(c).Warn("database unavailable", "err", err)
 	}
 	return writeProblem(c, e)
 }

@@ -42,9 +42,12 @@ func TestOpenSetsTimeoutsAndCapsThePool(t *testing.T) {
 }
 
 func TestOpenReportsAnUnreachableServer(t *testing.T) {
-	_, err := pgdb.Open(context.Background(), pgdb.Config{URL: "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2"})
+	_, err := pgdb.Open(context.Background(), pgdb.Config{URL: dbtest.UnreachableURL})
 	if err == nil {
 		t.Fatal("Open succeeded against a closed port")
+	}
+	if !pgdb.Unavailable(err) {
+		t.Fatalf("Unavailable(%v) = false, want true", err)
 	}
 }
 
@@ -260,7 +263,7 @@ func TestCreateAndDropDatabase(t *testing.T) {
 		{"create with an empty name", pgdb.CreateDatabase(ctx, dbtest.ServerURL(), "")},
 		{"drop with an empty name", pgdb.DropDatabase(ctx, dbtest.ServerURL(), "")},
 		{"drop the database connected to", pgdb.DropDatabase(ctx, admin.URL, admin.Name)},
-		{"drop through an unreachable server", pgdb.DropDatabase(ctx, "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2", "x")},
+		{"drop through an unreachable server", pgdb.DropDatabase(ctx, dbtest.UnreachableURL, "x")},
 		{"create through a malformed URL", pgdb.CreateDatabase(ctx, "postgres://%zz", "x")},
 	}
 	for _, tc := range failures {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 
+	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/pkg/validate"
 )
 
@@ -20,7 +21,8 @@ import (
 // Every method acts for one user: its queries match only rows whose user_id
 // is userID, so another user's task is reported as ErrNotFound. Rule
 // violations are *validate.Error; other failures are wrapped with the
-// operation's name.
+// operation's name, and wrap pgdb.ErrUnavailable when the database could
+// not be reached or could not answer in time.
 type Store struct {
 	db bun.IDB
 }
@@ -185,7 +187,7 @@ func (s *Store) Delete(ctx context.Context, userID string, id int64) error {
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("delete task: %w", err)
+		return translate("delete task", err)
 	}
 	if n == 0 {
 		return ErrNotFound
@@ -254,7 +256,9 @@ var checkFields = map[string]string{
 // translate maps a database error to the package's errors: no row →
 // ErrNotFound; a CHECK violation → *validate.Error (the rules are checked
 // first, so this is a second line of defence); the user foreign key →
-// ErrUserNotFound; anything else is wrapped with op.
+// ErrUserNotFound; anything else is wrapped with op, and also with
+// pgdb.ErrUnavailable when the database could not be reached or could not
+// answer in time (see pgdb.Unavailable).
 func translate(op string, err error) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
@@ -273,5 +277,5 @@ func translate(op string, err error) error {
 			}
 		}
 	}
-	return fmt.Errorf("%s: %w", op, err)
+	return fmt.Errorf("%s: %w", op, pgdb.MarkUnavailable(err))
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/taskchat/taskchat/pkg/dbtest"
+	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/pkg/todo"
 )
 
@@ -349,6 +350,40 @@ func TestTranslateCheckViolation(t *testing.T) {
 		got := todo.Translate("list tasks", err)
 		if !strings.HasPrefix(got.Error(), "list tasks: ") || !errors.Is(got, err) {
 			t.Errorf("Translate = %v", got)
+		}
+	})
+}
+
+// TestStoreUnavailable checks that every method reports a database that
+// cannot be reached as pgdb.ErrUnavailable (answered 503 by the HTTP API),
+// and that other database errors are not reported so.
+func TestStoreUnavailable(t *testing.T) {
+	ctx := context.Background()
+	s := todo.NewStore(dbtest.PoolAt(t, pgdb.Config{URL: dbtest.UnreachableURL}))
+	const user = "someone"
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"Create", func() error { _, err := s.Create(ctx, user, todo.NewTask{Title: "t"}); return err }},
+		{"Get", func() error { _, err := s.Get(ctx, user, 1); return err }},
+		{"List", func() error { _, err := s.List(ctx, user, todo.ListParams{}); return err }},
+		{"Update", func() error { _, err := s.Update(ctx, user, 1, todo.Patch{Title: ptr("t")}); return err }},
+		{"Delete", func() error { return s.Delete(ctx, user, 1) }},
+		{"ToggleComplete", func() error { _, err := s.ToggleComplete(ctx, user, 1); return err }},
+		{"SetCompleted", func() error { _, err := s.SetCompleted(ctx, user, 1, true); return err }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, pgdb.ErrUnavailable) {
+				t.Fatalf("err = %v, want pgdb.ErrUnavailable", err)
+			}
+		})
+	}
+	t.Run("a failing statement is not an outage", func(t *testing.T) {
+		_, err := testDB.DB.NewRaw("SELECT 1/0").Exec(ctx)
+		if got := todo.Translate("list tasks", err); errors.Is(got, pgdb.ErrUnavailable) {
+			t.Fatalf("Translate = %v, marked unavailable", got)
 		}
 	})
 }
