@@ -48,7 +48,9 @@ table "tasks" {
     expr = "description IS NULL OR char_length(description) <= 1000"
   }
   # Listing sorts by created, updated or title within one user, with id as the
-  # tie-breaker of the cursor; status filters use the completed prefix.
+  # tie-breaker of the cursor; status filters use the completed prefix. Titles
+  # sort case-insensitively: the title index holds lower(title), the exact
+  # expression of pkg/todo's ORDER BY and cursor.
   index "tasks_user_created_idx" {
     columns = [column.user_id, column.created_at, column.id]
   }
@@ -56,7 +58,15 @@ table "tasks" {
     columns = [column.user_id, column.updated_at, column.id]
   }
   index "tasks_user_title_idx" {
-    columns = [column.user_id, column.title, column.id]
+    on {
+      column = column.user_id
+    }
+    on {
+      expr = "lower(title)"
+    }
+    on {
+      column = column.id
+    }
   }
   index "tasks_user_completed_created_idx" {
     columns = [column.user_id, column.completed, column.created_at, column.id]

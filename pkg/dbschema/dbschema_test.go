@@ -195,6 +195,49 @@ func TestPartialIndexIsStable(t *testing.T) {
 	}
 }
 
+// TestTitleIndexUpgrade applies the schema over a database that has the
+// earlier plain (user_id, title, id) title index: the apply replaces it with
+// the lower(title) expression index that case-insensitive listing needs,
+// and a second apply plans nothing.
+func TestTitleIndexUpgrade(t *testing.T) {
+	d := emptyDB(t)
+	before := files(t, "schema/todo.pg.hcl", func(s string) string {
+		i := strings.Index(s, `  index "tasks_user_title_idx" {`)
+		j := i + strings.Index(s[i:], "\n  }\n") + len("\n  }\n")
+		return s[:i] + "  index \"tasks_user_title_idx\" {\n    columns = [column.user_id, column.title, column.id]\n  }\n" + s[j:]
+	})
+	if _, err := applyFiles(t, d.URL, before, dbschema.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	indexDef := func() string {
+		t.Helper()
+		var def string
+		if err := d.DB.QueryRow(`SELECT indexdef FROM pg_indexes WHERE indexname = 'tasks_user_title_idx'`).Scan(&def); err != nil {
+			t.Fatal(err)
+		}
+		return def
+	}
+	if def := indexDef(); strings.Contains(def, "lower") {
+		t.Fatalf("the earlier schema already has %s", def)
+	}
+
+	p := mustApply(t, d.URL, dbschema.Options{})
+	if !p.Applied || len(p.Destructive) != 0 {
+		t.Fatalf("upgrade plan = %+v, want an applied, non-destructive plan", p)
+	}
+	for _, st := range p.Statements {
+		if !strings.Contains(st.SQL, "tasks_user_title_idx") {
+			t.Errorf("upgrade planned more than the title index: %s", st.SQL)
+		}
+	}
+	if def, want := indexDef(), "(user_id, lower(title), id)"; !strings.Contains(def, want) {
+		t.Fatalf("index after upgrade = %s, want %s", def, want)
+	}
+	if again := mustApply(t, d.URL, dbschema.Options{}); !again.Empty() {
+		t.Fatalf("apply after the upgrade planned %+v, want nothing", again.Statements)
+	}
+}
+
 func TestBadHCLNamesFileAndLine(t *testing.T) {
 	tests := []struct {
 		name string
@@ -209,7 +252,7 @@ func TestBadHCLNamesFileAndLine(t *testing.T) {
 		{
 			name: "unknown column reference",
 			edit: func(s string) string {
-				return strings.Replace(s, "columns = [column.user_id, column.title, column.id]", "columns = [column.user_id, column.nope]", 1)
+				return strings.Replace(s, "columns = [column.user_id, column.created_at, column.id]", "columns = [column.user_id, column.nope]", 1)
 			},
 			want: "schema/todo.pg.hcl:",
 		},

@@ -40,9 +40,9 @@ const (
 type ListParams struct {
 	// Status is "all", "pending" or "completed".
 	Status string
-	// Sort is "created", "updated" or "title". Titles are ordered by the
-	// database collation of tasks.title (the same expression as its index);
-	// ids break ties.
+	// Sort is "created", "updated" or "title"; ids break ties. Titles are
+	// ordered case-insensitively, by lower(title) under the database
+	// collation ("alpha", "Beta", "zebra"), the expression of their index.
 	Sort string
 	// Order is "asc" or "desc"; it applies to the sort key and the id.
 	Order string

@@ -24,9 +24,22 @@ type listFixture struct {
 	all   []todo.Task // the user's rows as stored
 }
 
-// Titles are lower-case letters and digits so that their order is the same
-// under the C collation (strings.Compare) and common linguistic ones.
+// Titles are ASCII letters and digits so that their lower-cased order is the
+// same under the C collation (strings.Compare) and common linguistic ones.
 var fixtureWords = []string{"apple", "bread", "call", "dentist", "email", "fix", "garden"}
+
+// fixtureTitle is the i-th fixture title: a word and a number, in one of
+// three cases, so that titles differing only in case tie on the sort key.
+func fixtureTitle(i int) string {
+	w := fmt.Sprintf("%s%d", fixtureWords[i%len(fixtureWords)], i%23)
+	switch i % 3 {
+	case 1:
+		return strings.ToUpper(w[:1]) + w[1:]
+	case 2:
+		return strings.ToUpper(w)
+	}
+	return w
+}
 
 func newListFixture(t *testing.T, n int) listFixture {
 	t.Helper()
@@ -36,7 +49,7 @@ func newListFixture(t *testing.T, n int) listFixture {
 	err := testDB.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		ts := todo.NewStore(tx)
 		for i := range n {
-			in := todo.NewTask{Title: fmt.Sprintf("%s%d", fixtureWords[i%len(fixtureWords)], i%23)}
+			in := todo.NewTask{Title: fixtureTitle(i)}
 			if i%5 != 0 {
 				in.Description = ptr("Remember the " + strings.ToUpper(fixtureWords[(i*3)%len(fixtureWords)]))
 			}
@@ -93,7 +106,7 @@ func (f listFixture) expected(status, sortBy, order, q string) []int64 {
 		case todo.SortUpdated:
 			c = a.UpdatedAt.Compare(b.UpdatedAt)
 		case todo.SortTitle:
-			c = strings.Compare(a.Title, b.Title)
+			c = strings.Compare(strings.ToLower(a.Title), strings.ToLower(b.Title))
 		}
 		if c == 0 {
 			c = cmp.Compare(a.ID, b.ID)
@@ -336,4 +349,124 @@ func TestListInvalid(t *testing.T) {
 			t.Fatalf("page = %+v, %v", page, err)
 		}
 	})
+}
+
+// TestListTitleIgnoresCase checks that sort=title orders "alpha" before
+// "Beta" before "zebra", ties (titles equal but for case) by id, in both
+// directions and across pages.
+func TestListTitleIgnoresCase(t *testing.T) {
+	s, user := newStore(t)
+	ids := map[string]int64{}
+	for _, title := range []string{"zebra", "Beta", "alpha", "ALPHA", "Zebra"} {
+		ids[title] = mustCreate(t, s, user, title, nil).ID
+	}
+	asc := []string{"alpha", "ALPHA", "Beta", "zebra", "Zebra"}
+	desc := slices.Clone(asc)
+	slices.Reverse(desc)
+	tests := []struct {
+		order string
+		limit int
+		want  []string
+	}{
+		{todo.OrderAsc, 50, asc},
+		{todo.OrderAsc, 1, asc},
+		{todo.OrderAsc, 2, asc},
+		{todo.OrderDesc, 50, desc},
+		{todo.OrderDesc, 1, desc},
+		{todo.OrderDesc, 2, desc},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%s/limit=%d", tc.order, tc.limit), func(t *testing.T) {
+			got := walk(t, s, user, todo.ListParams{Sort: todo.SortTitle, Order: tc.order, Limit: tc.limit})
+			want := make([]int64, len(tc.want))
+			for i, title := range tc.want {
+				want[i] = ids[title]
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("ids %v, want %v (%q)", got, want, tc.want)
+			}
+		})
+	}
+}
+
+// queryLog records the SQL of every query run through a bun.DB.
+type queryLog struct{ queries []string }
+
+func (l *queryLog) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+func (l *queryLog) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	l.queries = append(l.queries, e.Query)
+}
+
+// TestListTitleUsesIndex checks that a title page, first or continued, is
+// read in order from tasks_user_title_idx rather than sorted: the index
+// expression must be the sort expression. Sequential scans and sorts are
+// disabled so that the small test table cannot make a sort look cheaper.
+func TestListTitleUsesIndex(t *testing.T) {
+	ctx := context.Background()
+	_, user := newStore(t)
+	for _, title := range []string{"b", "A", "c"} {
+		mustCreate(t, todo.NewStore(testDB.DB), user, title, nil)
+	}
+	// A copy of the package's bun.DB (same pool) that records the store's SQL.
+	var log queryLog
+	s := todo.NewStore(testDB.DB.WithQueryHook(&log))
+	for _, order := range []string{todo.OrderAsc, todo.OrderDesc} {
+		first, err := s.List(ctx, user, todo.ListParams{Sort: todo.SortTitle, Order: order, Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.List(ctx, user, todo.ListParams{Sort: todo.SortTitle, Order: order, Limit: 1, Cursor: first.NextCursor}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(log.queries) != 4 {
+		t.Fatalf("recorded %d queries, want 4", len(log.queries))
+	}
+	names := []string{"asc first page", "asc next page", "desc first page", "desc next page"}
+	for i, q := range log.queries {
+		t.Run(names[i], func(t *testing.T) {
+			plan := explain(t, q)
+			if !strings.Contains(plan, "Index Scan") || !strings.Contains(plan, "tasks_user_title_idx") {
+				t.Errorf("plan does not scan tasks_user_title_idx:\n%s\nquery: %s", plan, q)
+			}
+			if strings.Contains(plan, "Sort") {
+				t.Errorf("plan sorts instead of reading the index in order:\n%s\nquery: %s", plan, q)
+			}
+			if strings.HasSuffix(names[i], "next page") && !strings.Contains(plan, "ROW(lower(title), id)") {
+				t.Errorf("the cursor is not an index condition:\n%s\nquery: %s", plan, q)
+			}
+		})
+	}
+}
+
+// explain returns the text plan of query with sequential scans and sorts
+// disabled.
+func explain(t *testing.T, query string) string {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := testDB.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }() // only SET LOCAL to undo
+	if _, err := tx.ExecContext(ctx, "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.QueryContext(ctx, "EXPLAIN "+query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan strings.Builder
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan.WriteString(line + "\n")
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan.String()
 }
