@@ -19,13 +19,19 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 )
 
-// ErrNotFound is returned by the Delete methods when no row matched.
-// The lookups used for authentication (UserExists, SessionUser) report
-// "not found" as false / "" with a nil error instead.
+// ErrNotFound is returned by GetUser, UpdateUser and the Delete methods when
+// no row matched. The lookups used for authentication (UserExists,
+// SessionUser) report "not found" as false / "" with a nil error instead.
 var ErrNotFound = errors.New("authstore: not found")
+
+// ErrEmailTaken is returned (wrapped) by CreateUser and UpdateUser when
+// another user already has the email: Better Auth signs users in by email,
+// so the schema keeps it unique. Nothing was written.
+var ErrEmailTaken = errors.New("authstore: email belongs to another user")
 
 // DefaultListLimit is the page size ListUsers and ListSessions use when
 // given a limit <= 0.
@@ -83,6 +89,15 @@ func (s *Store) UserExists(ctx context.Context, id string) (bool, error) {
 	return ok, nil
 }
 
+// GetUser returns the user with id, or ErrNotFound.
+func (s *Store) GetUser(ctx context.Context, id string) (*User, error) {
+	u := new(User)
+	if err := s.db.NewSelect().Model(u).Where("u.id = ?", id).Scan(ctx); err != nil {
+		return nil, translate("get user", err)
+	}
+	return u, nil
+}
+
 // SessionUser returns the "userId" of the session whose token is token and
 // whose "expiresAt" is after now. When there is no such session it returns
 // ("", nil); a non-nil error means the database could not answer.
@@ -117,7 +132,7 @@ func (s *Store) CreateUser(ctx context.Context, u *User) error {
 		u.UpdatedAt = now
 	}
 	if _, err := s.db.NewInsert().Model(u).Exec(ctx); err != nil {
-		return fmt.Errorf("insert user: %w", err)
+		return translate("insert user", err)
 	}
 	return nil
 }
@@ -205,6 +220,23 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 		return fmt.Errorf("delete session: %w", err)
 	}
 	return affected(res)
+}
+
+// emailConstraint is the unique index on "user".email (schema/auth.pg.hcl).
+const emailConstraint = "user_email_key"
+
+// translate maps a driver error to the package's sentinels (no row →
+// ErrNotFound, the email's unique index → ErrEmailTaken), so callers decide
+// on them without parsing SQLSTATE codes; anything else is wrapped with op.
+func translate(op string, err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == emailConstraint { // unique_violation
+		return fmt.Errorf("%s: %w", op, ErrEmailTaken)
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 func affected(res sql.Result) error {

@@ -293,3 +293,50 @@ func TestStoreErrorsOnClosedPool(t *testing.T) {
 		t.Error("SessionUser on a closed pool: nil error")
 	}
 }
+
+func TestGetUser(t *testing.T) {
+	ctx := context.Background()
+	st := authstore.NewStore(testDB.DB)
+	u := newUser(t, st)
+
+	got, err := st.GetUser(ctx, u.ID)
+	if err != nil {
+		t.Fatalf("GetUser: %v", err)
+	}
+	if got.ID != u.ID || got.Email != u.Email || got.Name != u.Name || !got.CreatedAt.Equal(u.CreatedAt.Truncate(time.Microsecond)) {
+		t.Errorf("GetUser = %+v, want %+v", got, u)
+	}
+	for _, id := range []string{authstore.NewID(), "", "' OR 1=1 --"} {
+		if _, err := st.GetUser(ctx, id); !errors.Is(err, authstore.ErrNotFound) {
+			t.Errorf("GetUser(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
+func TestCreateUserWithTakenEmail(t *testing.T) {
+	ctx := context.Background()
+	st := authstore.NewStore(testDB.DB)
+	u := newUser(t, st)
+
+	tests := []struct {
+		name      string
+		user      authstore.User
+		wantTaken bool
+	}{
+		{"another user with the same email", authstore.User{Name: "n", Email: u.Email}, true},
+		// A clash on the id is a different problem and must not be reported
+		// as a taken email.
+		{"the same id with a new email", authstore.User{ID: u.ID, Name: "n", Email: authstore.NewID() + "@example.test"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := st.CreateUser(ctx, &tc.user)
+			if err == nil {
+				t.Fatal("CreateUser succeeded, want an error")
+			}
+			if got := errors.Is(err, authstore.ErrEmailTaken); got != tc.wantTaken {
+				t.Errorf("CreateUser = %v; errors.Is(ErrEmailTaken) = %v", err, got)
+			}
+		})
+	}
+}
