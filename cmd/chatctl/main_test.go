@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -61,8 +63,8 @@ func TestSchemaApplyCreatesDatabaseThenPlansNothing(t *testing.T) {
 		t.Fatalf("second apply: err=%v\n%s", err, out)
 	}
 	out, err = chatctl(t, env, "schema", "diff")
-	if err != nil || !strings.Contains(out, "nothing to apply") {
-		t.Fatalf("diff after apply: err=%v\n%s", err, out)
+	if code, _ := status(err); code != exitOK || !strings.Contains(out, "nothing to apply") {
+		t.Fatalf("diff after apply: exit %d, err=%v\n%s", code, err, out)
 	}
 }
 
@@ -73,8 +75,8 @@ func TestSchemaDryRunAppliesNothing(t *testing.T) {
 		t.Fatalf("dry run: err=%v\n%s", err, out)
 	}
 	out, err = chatctl(t, env, "schema", "diff")
-	if err != nil || !strings.Contains(out, `CREATE TABLE "public"."tasks"`) {
-		t.Fatalf("diff after a dry run should still plan everything: err=%v\n%s", err, out)
+	if code, _ := status(err); code != exitFailure || !strings.Contains(out, `CREATE TABLE "public"."tasks"`) {
+		t.Fatalf("diff after a dry run should still plan everything and exit 1: exit %d, err=%v\n%s", code, err, out)
 	}
 }
 
@@ -138,23 +140,36 @@ func TestTokenWithoutCreateNeedsNoDatabase(t *testing.T) {
 	}
 }
 
+// status maps err to its exit status and what main prints on stderr.
+func status(err error) (int, string) {
+	var stderr bytes.Buffer
+	code := exitStatus(err, &stderr)
+	return code, stderr.String()
+}
+
 func TestUsageErrors(t *testing.T) {
+	secret := map[string]string{"BETTER_AUTH_SECRET": testSecret}
+	db := map[string]string{"DATABASE_URL": "postgres://x/y"}
 	tests := []struct {
-		name string
-		env  map[string]string
-		args []string
-		want string
+		name     string
+		env      map[string]string
+		args     []string
+		want     string
+		wantCode int
 	}{
-		{"no command", nil, nil, "usage"},
-		{"unknown command", nil, []string{"frobnicate", "now"}, "unknown command"},
-		{"token without user", map[string]string{"BETTER_AUTH_SECRET": testSecret}, []string{"token"}, "--user-id is required"},
-		{"token without secret", nil, []string{"token", "--user-id", "u"}, "BETTER_AUTH_SECRET"},
-		{"token with bad ttl", map[string]string{"BETTER_AUTH_SECRET": testSecret}, []string{"token", "--user-id", "u", "--ttl", "-1h"}, "--ttl"},
-		{"schema without database", nil, []string{"schema", "apply"}, "DATABASE_URL"},
-		{"unknown flag", nil, []string{"schema", "diff", "--allow-destructive"}, "flag provided but not defined"},
-		{"limit out of range", map[string]string{"DATABASE_URL": "postgres://x/y"}, []string{"users", "list", "--limit", "0"}, "--limit must be between 1 and 10000"},
-		{"session limit too large", map[string]string{"DATABASE_URL": "postgres://x/y"}, []string{"sessions", "list", "--limit", "100000"}, "--limit must be between 1 and 10000"},
-		{"stray argument", map[string]string{"DATABASE_URL": "postgres://x/y"}, []string{"users", "list", "extra"}, "unexpected argument"},
+		{"no command", nil, nil, "missing command", exitUsage},
+		{"unknown command", nil, []string{"frobnicate", "now"}, "unknown command", exitUsage},
+		{"half a command", nil, []string{"users"}, "unknown command", exitUsage},
+		{"token without user", secret, []string{"token"}, "--user-id is required", exitUsage},
+		{"token without secret", nil, []string{"token", "--user-id", "u"}, "BETTER_AUTH_SECRET", exitFailure},
+		{"token with bad ttl", secret, []string{"token", "--user-id", "u", "--ttl", "-1h"}, "--ttl", exitUsage},
+		{"token with a bad ttl value", secret, []string{"token", "--user-id", "u", "--ttl", "soon"}, "invalid value", exitUsage},
+		{"schema without database", nil, []string{"schema", "apply"}, "DATABASE_URL", exitFailure},
+		{"unknown flag", nil, []string{"schema", "diff", "--allow-destructive"}, "flag provided but not defined", exitUsage},
+		{"limit out of range", db, []string{"users", "list", "--limit", "0"}, "--limit must be between 1 and 10000", exitUsage},
+		{"session limit too large", db, []string{"sessions", "list", "--limit", "100000"}, "--limit must be between 1 and 10000", exitUsage},
+		{"stray argument", db, []string{"users", "list", "extra"}, "unexpected argument", exitUsage},
+		{"unreachable database", map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=5"}, []string{"users", "list"}, "connect to database", exitFailure},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,8 +177,138 @@ func TestUsageErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("no error; output:\n%s", out)
 			}
-			if !strings.Contains(err.Error()+out, tt.want) {
-				t.Fatalf("err=%v out=%q, want mention of %q", err, out, tt.want)
+			code, stderr := status(err)
+			if code != tt.wantCode {
+				t.Errorf("exit status %d, want %d (err=%v)", code, tt.wantCode, err)
+			}
+			if !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr %q does not mention %q", stderr, tt.want)
+			}
+			if out != "" {
+				t.Errorf("a failed command wrote to stdout: %q", out)
+			}
+		})
+	}
+}
+
+// TestErrorPrintedOnce checks that the message names chatctl and the
+// command once each, and that nothing repeats the flag package's error.
+func TestErrorPrintedOnce(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // the first line of stderr
+	}{
+		{"stray argument", []string{"token", "x"}, `chatctl: token: unexpected argument "x"`},
+		{"flag without its value", []string{"token", "--user-id"}, "chatctl: token: flag needs an argument: -user-id"},
+		{"limit", []string{"users", "list", "--limit", "0"}, "chatctl: users list: --limit must be between 1 and 10000"},
+		{"configuration", []string{"sessions", "list"}, "chatctl: sessions list: configuration: DATABASE_URL is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := chatctl(t, nil, tt.args...)
+			_, stderr := status(err)
+			first, _, _ := strings.Cut(stderr, "\n")
+			if !strings.HasPrefix(first, tt.want) {
+				t.Errorf("stderr starts %q, want %q", first, tt.want)
+			}
+			if n := strings.Count(stderr, "chatctl: "); n != 1 {
+				t.Errorf("%q printed %d times:\n%s", "chatctl: ", n, stderr)
+			}
+			// The flag package used to print its error to stdout as well.
+			if out != "" {
+				t.Errorf("stdout %q, want nothing", out)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"--help", []string{"--help"}, []string{"usage:", "chatctl schema diff", "exit status"}},
+		{"-h", []string{"-h"}, []string{"usage:", "chatctl token"}},
+		{"help", []string{"help"}, []string{"usage:", "chatctl sessions list"}},
+		{"group --help", []string{"users", "--help"}, []string{"usage:", "chatctl users list"}},
+		{"command --help", []string{"schema", "apply", "--help"}, []string{"usage: chatctl schema apply", "-allow-destructive", "-create-database"}},
+		{"command -h after flags", []string{"token", "--user-id", "u", "-h"}, []string{"usage: chatctl token", "-create-user", "-ttl"}},
+		{"help command", []string{"help", "sessions", "list"}, []string{"usage: chatctl sessions list", "-user-id"}},
+		{"command without flags", []string{"schema", "diff", "--help"}, []string{"usage: chatctl schema diff"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// No environment: help must not need the database or the secret.
+			out, err := chatctl(t, nil, tt.args...)
+			if code, stderr := status(err); code != exitOK || stderr != "" {
+				t.Fatalf("exit %d, stderr %q; want 0 and nothing", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("help lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	tests := []struct {
+		name       string
+		err        error
+		want       int
+		wantStderr string
+	}{
+		{"success", nil, exitOK, ""},
+		{"failure", errors.New("users list: boom"), exitFailure, "chatctl: users list: boom\n"},
+		{"schema differs: the plan on stdout says it all", fmt.Errorf("schema diff: %w", errDiffers), exitFailure, ""},
+		{"usage", &usageError{err: errors.New("token: --user-id is required"), usage: "usage: chatctl token\n"}, exitUsage, "chatctl: token: --user-id is required\nusage: chatctl token\n"},
+		{"wrapped usage", fmt.Errorf("x: %w", usagef("bad")), exitUsage, "chatctl: x: bad\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stderr := status(tt.err)
+			if code != tt.want || stderr != tt.wantStderr {
+				t.Errorf("exitStatus = %d, %q; want %d, %q", code, stderr, tt.want, tt.wantStderr)
+			}
+		})
+	}
+}
+
+// TestSchemaDiffExitStatus checks schema diff exits 1 whenever it plans a
+// change, destructive or not, and 0 when the database is up to date.
+func TestSchemaDiffExitStatus(t *testing.T) {
+	tests := []struct {
+		name     string
+		setup    string // SQL run on a database with the schema applied
+		wantCode int
+		want     string
+	}{
+		{"up to date", "", exitOK, "nothing to apply"},
+		{"missing index", `DROP INDEX tasks_user_created_idx`, exitFailure, "CREATE INDEX"},
+		{"destructive: an extra column", `ALTER TABLE tasks ADD COLUMN legacy integer`, exitFailure, "-- DESTRUCTIVE: drops"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := dbtest.New(context.Background(), "chatctl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(d.Drop)
+			if tt.setup != "" {
+				if _, err := d.DB.Exec(tt.setup); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, err := chatctl(t, map[string]string{"DATABASE_URL": d.URL}, "schema", "diff")
+			code, stderr := status(err)
+			if code != tt.wantCode || !strings.Contains(out, tt.want) {
+				t.Fatalf("exit %d (want %d), stderr %q, output:\n%s\nwant it to contain %q", code, tt.wantCode, stderr, out, tt.want)
+			}
+			if stderr != "" {
+				t.Errorf("diff printed an error: %q", stderr)
 			}
 		})
 	}

@@ -31,8 +31,7 @@ func openStore(ctx context.Context, getenv config.Getenv) (*authstore.Store, fun
 
 // token prints an HS256 token signed with BETTER_AUTH_SECRET, the kind the
 // todo app's /api/auth/token route mints.
-func token(ctx context.Context, args []string, out io.Writer, getenv config.Getenv) error {
-	fs := flags("token", out)
+func token(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
 	userID := fs.String("user-id", "", "the Better Auth user id (sub)")
 	email := fs.String("email", "", "email claim (default <user-id>@example.com with --create-user)")
 	name := fs.String("name", "", "name claim (default the user id with --create-user)")
@@ -42,14 +41,14 @@ func token(ctx context.Context, args []string, out io.Writer, getenv config.Gete
 		return err
 	}
 	if *userID == "" {
-		return errors.New("token: --user-id is required")
+		return usagef("--user-id is required")
 	}
 	if *ttl <= 0 || *ttl > 30*24*time.Hour {
-		return errors.New("token: --ttl must be between 1s and 720h")
+		return usagef("--ttl must be between 1s and 720h")
 	}
 	secret := getenv("BETTER_AUTH_SECRET")
 	if secret == "" {
-		return errors.New("token: BETTER_AUTH_SECRET is not set")
+		return errors.New("BETTER_AUTH_SECRET is not set")
 	}
 	if *create {
 		if *email == "" {
@@ -65,13 +64,13 @@ func token(ctx context.Context, args []string, out io.Writer, getenv config.Gete
 		defer closeDB()
 		exists, err := store.UserExists(ctx, *userID)
 		if err != nil {
-			return fmt.Errorf("token: look up user: %w", err)
+			return fmt.Errorf("look up user: %w", err)
 		}
 		if !exists {
 			now := time.Now()
 			u := &authstore.User{ID: *userID, Name: *name, Email: *email, CreatedAt: now, UpdatedAt: now}
 			if err := store.CreateUser(ctx, u); err != nil {
-				return fmt.Errorf("token: create user: %w", err)
+				return fmt.Errorf("create user: %w", err)
 			}
 		}
 	}
@@ -84,14 +83,13 @@ func token(ctx context.Context, args []string, out io.Writer, getenv config.Gete
 		TTL:      *ttl,
 	})
 	if err != nil {
-		return fmt.Errorf("token: %w", err)
+		return err
 	}
 	fmt.Fprintln(out, tok)
 	return nil
 }
 
-func usersList(ctx context.Context, args []string, out io.Writer, getenv config.Getenv) error {
-	fs := flags("users list", out)
+func usersList(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
 	limit := fs.Int("limit", 100, "at most this many users, newest first (1-10000)")
 	if err := parseLimited(fs, args, limit); err != nil {
 		return err
@@ -113,8 +111,7 @@ func usersList(ctx context.Context, args []string, out io.Writer, getenv config.
 	return w.Flush()
 }
 
-func sessionsList(ctx context.Context, args []string, out io.Writer, getenv config.Getenv) error {
-	fs := flags("sessions list", out)
+func sessionsList(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
 	userID := fs.String("user-id", "", "only this user's sessions")
 	limit := fs.Int("limit", 100, "at most this many sessions, newest first (1-10000)")
 	if err := parseLimited(fs, args, limit); err != nil {
@@ -144,7 +141,7 @@ func parseLimited(fs *flag.FlagSet, args []string, limit *int) error {
 		return err
 	}
 	if *limit < 1 || *limit > 10000 {
-		return fmt.Errorf("%s: --limit must be between 1 and 10000", fs.Name())
+		return usagef("--limit must be between 1 and 10000")
 	}
 	return nil
 }
