@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -133,10 +135,114 @@ func TestTokenIsAcceptedByTheVerifier(t *testing.T) {
 	}
 }
 
-func TestTokenWithoutCreateNeedsNoDatabase(t *testing.T) {
-	out, err := chatctl(t, map[string]string{"BETTER_AUTH_SECRET": testSecret}, "token", "--user-id", "u1")
-	if err != nil || strings.Count(strings.TrimSpace(out), ".") != 2 {
-		t.Fatalf("token without DATABASE_URL: err=%v out=%q", err, out)
+// schemaDB creates a database with the schema applied for one test.
+func schemaDB(t *testing.T) *dbtest.Database {
+	t.Helper()
+	d, err := dbtest.New(context.Background(), "chatctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Drop)
+	return d
+}
+
+// claims decodes a JWT's payload without verifying it.
+func claims(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(strings.TrimSpace(tok), ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", tok)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestTokenRefusesUnknownUser(t *testing.T) {
+	d := schemaDB(t)
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unknown user", map[string]string{"DATABASE_URL": d.URL, "BETTER_AUTH_SECRET": testSecret},
+			[]string{"token", "--user-id", "ghost"}, `chatctl: token: no user with id "ghost": the API rejects tokens of unknown users (pass --create-user to create it)`},
+		{"no database to look the user up in", map[string]string{"BETTER_AUTH_SECRET": testSecret},
+			[]string{"token", "--user-id", "ghost"}, "DATABASE_URL is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := chatctl(t, tt.env, tt.args...)
+			code, stderr := status(err)
+			if code != exitFailure || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr, tt.want)
+			}
+			if out != "" {
+				t.Errorf("printed %q, want no token", out)
+			}
+		})
+	}
+	if ok, err := authstore.NewStore(d.DB).UserExists(context.Background(), "ghost"); err != nil || ok {
+		t.Errorf("UserExists(ghost) = %v, %v; token must not create it", ok, err)
+	}
+}
+
+func TestTokenForExistingUser(t *testing.T) {
+	d := schemaDB(t)
+	u := authstore.User{Name: "Stored Name", Email: "stored@example.test"}
+	if err := authstore.NewStore(d.DB).CreateUser(context.Background(), &u); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DATABASE_URL": d.URL, "BETTER_AUTH_SECRET": testSecret}
+	tests := []struct {
+		name      string
+		args      []string
+		wantEmail string
+		wantName  string
+	}{
+		{"claims from the stored user", nil, u.Email, u.Name},
+		{"flags override the claims", []string{"--email", "Other@Example.test", "--name", "Other"}, "other@example.test", "Other"},
+		{"--create-user keeps the existing user", []string{"--create-user"}, u.Email, u.Name},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := chatctl(t, env, append([]string{"token", "--user-id", u.ID}, tt.args...)...)
+			if err != nil {
+				t.Fatalf("token: %v", err)
+			}
+			c := claims(t, out)
+			if c["sub"] != u.ID || c["email"] != tt.wantEmail || c["name"] != tt.wantName {
+				t.Errorf("claims %v, want sub %q email %q name %q", c, u.ID, tt.wantEmail, tt.wantName)
+			}
+		})
+	}
+}
+
+func TestTokenCreateUserWithTakenEmail(t *testing.T) {
+	d := schemaDB(t)
+	st := authstore.NewStore(d.DB)
+	owner := authstore.User{Name: "Owner", Email: "taken@example.test"}
+	if err := st.CreateUser(context.Background(), &owner); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DATABASE_URL": d.URL, "BETTER_AUTH_SECRET": testSecret}
+	out, err := chatctl(t, env, "token", "--user-id", "newcomer", "--create-user", "--email", "Taken@example.test")
+	code, stderr := status(err)
+	if want := "chatctl: token: a user with email \"taken@example.test\" already exists\n"; code != exitFailure || stderr != want {
+		t.Errorf("exit %d, stderr %q; want 1, %q", code, stderr, want)
+	}
+	if out != "" {
+		t.Errorf("printed %q, want no token", out)
+	}
+	if ok, err := st.UserExists(context.Background(), "newcomer"); err != nil || ok {
+		t.Errorf("UserExists(newcomer) = %v, %v; want false", ok, err)
 	}
 }
 
@@ -161,6 +267,7 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown command", nil, []string{"frobnicate", "now"}, "unknown command", exitUsage},
 		{"half a command", nil, []string{"users"}, "unknown command", exitUsage},
 		{"token without user", secret, []string{"token"}, "--user-id is required", exitUsage},
+		{"token with a bad email", secret, []string{"token", "--user-id", "u", "--email", "nobody"}, "not an email address", exitUsage},
 		{"token without secret", nil, []string{"token", "--user-id", "u"}, "BETTER_AUTH_SECRET", exitFailure},
 		{"token with bad ttl", secret, []string{"token", "--user-id", "u", "--ttl", "-1h"}, "--ttl", exitUsage},
 		{"token with a bad ttl value", secret, []string{"token", "--user-id", "u", "--ttl", "soon"}, "invalid value", exitUsage},

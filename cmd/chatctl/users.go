@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/mail"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -30,11 +33,13 @@ func openStore(ctx context.Context, getenv config.Getenv) (*authstore.Store, fun
 }
 
 // token prints an HS256 token signed with BETTER_AUTH_SECRET, the kind the
-// todo app's /api/auth/token route mints.
+// todo app's /api/auth/token route mints. The API rejects the token of a user
+// that does not exist, so token refuses to mint one unless --create-user
+// inserts the user; the email and name claims default to the stored user's.
 func token(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
-	userID := fs.String("user-id", "", "the Better Auth user id (sub)")
-	email := fs.String("email", "", "email claim (default <user-id>@example.com with --create-user)")
-	name := fs.String("name", "", "name claim (default the user id with --create-user)")
+	userID := fs.String("user-id", "", "the Better Auth user id (sub); the user must exist unless --create-user")
+	email := fs.String("email", "", "email claim and, with --create-user, the new user's email (default the stored email, or <user-id>@example.com)")
+	name := fs.String("name", "", "name claim and, with --create-user, the new user's name (default the stored name, or the user id)")
 	create := fs.Bool("create-user", false, "insert the \"user\" row when it does not exist")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token")
 	if err := parse(fs, args); err != nil {
@@ -46,38 +51,44 @@ func token(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, 
 	if *ttl <= 0 || *ttl > 30*24*time.Hour {
 		return usagef("--ttl must be between 1s and 720h")
 	}
+	if *email != "" {
+		e, err := checkEmail(*email)
+		if err != nil {
+			return err
+		}
+		*email = e
+	}
 	secret := getenv("BETTER_AUTH_SECRET")
 	if secret == "" {
 		return errors.New("BETTER_AUTH_SECRET is not set")
 	}
-	if *create {
-		if *email == "" {
-			*email = *userID + "@example.com"
-		}
-		if *name == "" {
-			*name = *userID
-		}
-		store, closeDB, err := openStore(ctx, getenv)
-		if err != nil {
-			return err
-		}
-		defer closeDB()
-		exists, err := store.UserExists(ctx, *userID)
-		if err != nil {
-			return fmt.Errorf("look up user: %w", err)
-		}
-		if !exists {
-			now := time.Now()
-			u := &authstore.User{ID: *userID, Name: *name, Email: *email, CreatedAt: now, UpdatedAt: now}
-			if err := store.CreateUser(ctx, u); err != nil {
-				return fmt.Errorf("create user: %w", err)
-			}
-		}
+
+	store, closeDB, err := openStore(ctx, getenv)
+	if err != nil {
+		return err
 	}
+	defer closeDB()
+	u, err := store.GetUser(ctx, *userID)
+	switch {
+	case errors.Is(err, authstore.ErrNotFound) && *create:
+		u = &authstore.User{
+			ID:    *userID,
+			Name:  cmp.Or(*name, *userID),
+			Email: cmp.Or(*email, strings.ToLower(*userID)+"@example.com"),
+		}
+		if err := store.CreateUser(ctx, u); err != nil {
+			return plainEmailTaken(err, u.Email)
+		}
+	case errors.Is(err, authstore.ErrNotFound):
+		return fmt.Errorf("no user with id %q: the API rejects tokens of unknown users (pass --create-user to create it)", *userID)
+	case err != nil:
+		return err
+	}
+
 	tok, err := auth.SignHS256(secret, auth.TokenClaims{
-		UserID:   *userID,
-		Email:    *email,
-		Name:     *name,
+		UserID:   u.ID,
+		Email:    cmp.Or(*email, u.Email),
+		Name:     cmp.Or(*name, u.Name),
 		Issuer:   getenv("JWT_ISSUER"),
 		Audience: getenv("JWT_AUDIENCE"),
 		TTL:      *ttl,
@@ -87,6 +98,26 @@ func token(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, 
 	}
 	fmt.Fprintln(out, tok)
 	return nil
+}
+
+// checkEmail validates an email given on the command line and lower-cases
+// it, as Better Auth does before it stores or looks up an email: a
+// mixed-case address in the table would never match a sign-in.
+func checkEmail(raw string) (string, error) {
+	e := strings.ToLower(strings.TrimSpace(raw))
+	if a, err := mail.ParseAddress(e); err != nil || a.Address != e || !strings.Contains(e, "@") {
+		return "", usagef("--email %q is not an email address like name@example.com", raw)
+	}
+	return e, nil
+}
+
+// plainEmailTaken replaces the database's unique-violation text with a
+// message a person can act on.
+func plainEmailTaken(err error, email string) error {
+	if errors.Is(err, authstore.ErrEmailTaken) {
+		return fmt.Errorf("a user with email %q already exists", email)
+	}
+	return err
 }
 
 func usersList(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
