@@ -32,7 +32,7 @@ func TestModelsMatchAppliedSchema(t *testing.T) {
 	}
 	t.Cleanup(d.Drop)
 
-	models := []any{(*todo.Task)(nil), (*authstore.User)(nil), (*authstore.Session)(nil)}
+	models := []any{(*todo.Task)(nil), (*authstore.User)(nil), (*authstore.Session)(nil), (*authstore.Account)(nil)}
 	for _, m := range models {
 		table := d.DB.Table(reflect.TypeOf(m).Elem())
 		t.Run(table.Name, func(t *testing.T) {
