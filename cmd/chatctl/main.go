@@ -1,12 +1,16 @@
 // Command chatctl is taskchat's operator and developer tool: it applies the
 // declarative schema through the Atlas Go library, mints development tokens,
-// and reads Better Auth's users and sessions without printing a credential.
+// and reads Better Auth's users, sessions and accounts and corrects a user
+// record without ever printing a credential.
 //
 //	chatctl schema apply [--dry-run] [--allow-destructive] [--create-database]
 //	chatctl schema diff
 //	chatctl token --user-id ID [--email E] [--name N] [--create-user] [--ttl 1h]
 //	chatctl users list [--limit N]
+//	chatctl users show ID
+//	chatctl users update ID [--name N] [--email E] [--email-verified true|false]
 //	chatctl sessions list [--user-id ID] [--limit N]
+//	chatctl accounts list [--user-id ID] [--limit N]
 //	chatctl help [COMMAND]
 //
 // The exit status follows diff(1), so scripts and CI can test it: 0 on
@@ -115,7 +119,11 @@ var commands = []command{
 		"print an HS256 token the API accepts for an existing user (--create-user inserts a missing one)",
 		token},
 	{"users list", "[--limit N]", "list Better Auth users, newest first", usersList},
+	{"users show", "ID", "show a user with its sessions and sign-in accounts (never a credential)", usersShow},
+	{"users update", "ID [--name N] [--email E] [--email-verified true|false]",
+		`change a user's name, email or verification and set "updatedAt"`, usersUpdate},
 	{"sessions list", "[--user-id ID] [--limit N]", "list Better Auth sessions, newest first, active or not", sessionsList},
+	{"accounts list", "[--user-id ID] [--limit N]", "list sign-in accounts (provider and account id), newest first", accountsList},
 }
 
 // usage is the text of chatctl --help.
@@ -223,6 +231,30 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	return nil
+}
+
+// parseID parses flags around the one positional ID, which may come before
+// the flags (users update ID --name N) or after them; the flag package alone
+// would stop at the ID and leave the flags unparsed.
+func parseID(fs *flag.FlagSet, args []string) (string, error) {
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
+	}
+	rest := fs.Args()
+	if id == "" && len(rest) > 0 {
+		id, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return "", usagef("unexpected argument %q", rest[0])
+	}
+	if id == "" {
+		return "", usagef("missing user ID")
+	}
+	return id, nil
 }
 
 // parseFlags parses args with fs; every parse error is a usage error, and a

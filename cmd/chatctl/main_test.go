@@ -7,10 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/parser"
+	gotoken "go/token"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/uptrace/bun"
 
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/authstore"
@@ -418,5 +422,356 @@ func TestSchemaDiffExitStatus(t *testing.T) {
 				t.Errorf("diff printed an error: %q", stderr)
 			}
 		})
+	}
+}
+
+// developerData is one user with what users show must and must not print.
+type developerData struct {
+	user            authstore.User
+	active, expired authstore.Session
+	github          authstore.Account
+	secrets         []string // session tokens and account credentials
+}
+
+// seedDeveloperData creates a user with an active and an expired session, a
+// password account and a GitHub account, with credentials in every column
+// that holds one.
+func seedDeveloperData(t *testing.T, d *dbtest.Database) developerData {
+	t.Helper()
+	ctx := context.Background()
+	st := authstore.NewStore(d.DB)
+	var dd developerData
+	dd.user = authstore.User{Name: "Ada Lovelace", Email: "ada@example.test"}
+	if err := st.CreateUser(ctx, &dd.user); err != nil {
+		t.Fatal(err)
+	}
+	ip, agent := "203.0.113.7", "Mozilla/5.0 \x1b[2J"
+	now := time.Now()
+	dd.active = authstore.Session{UserID: dd.user.ID, ExpiresAt: now.Add(time.Hour), IPAddress: &ip, UserAgent: &agent}
+	dd.expired = authstore.Session{UserID: dd.user.ID, ExpiresAt: now.Add(-time.Hour), CreatedAt: now.Add(-2 * time.Hour)}
+	for _, s := range []*authstore.Session{&dd.active, &dd.expired} {
+		if err := st.CreateSession(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		dd.secrets = append(dd.secrets, s.Token)
+	}
+	password := authstore.Account{UserID: dd.user.ID, ProviderID: "credential", AccountID: dd.user.ID, CreatedAt: now.Add(-time.Hour)}
+	dd.github = authstore.Account{UserID: dd.user.ID, ProviderID: "github", AccountID: "gh-1815"}
+	for _, a := range []*authstore.Account{&password, &dd.github} {
+		if err := st.CreateAccount(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		// The Account model cannot carry credentials (by design), so they
+		// are written as Better Auth writes them.
+		q := d.DB.NewUpdate().Table("account").Where("id = ?", a.ID)
+		for _, col := range []string{"accessToken", "refreshToken", "idToken", "password"} {
+			secret := "planted-" + col + "-" + authstore.NewID()
+			dd.secrets = append(dd.secrets, secret)
+			q = q.Set("? = ?", bun.Ident(col), secret)
+		}
+		if _, err := q.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dd
+}
+
+// lineWith returns the first line of out that contains s.
+func lineWith(t *testing.T, out, s string) string {
+	t.Helper()
+	for line := range strings.Lines(out) {
+		if strings.Contains(line, s) {
+			return line
+		}
+	}
+	t.Fatalf("no line contains %q:\n%s", s, out)
+	return ""
+}
+
+func TestUsersShow(t *testing.T) {
+	d := schemaDB(t)
+	dd := seedDeveloperData(t, d)
+	other := seedDeveloperDataFor(t, d, "someone-else@example.test")
+	env := map[string]string{"DATABASE_URL": d.URL}
+
+	out, err := chatctl(t, env, "users", "show", dd.user.ID)
+	if err != nil {
+		t.Fatalf("users show: %v\n%s", err, out)
+	}
+	for _, want := range []string{dd.user.ID, "Ada Lovelace", "ada@example.test", "Sessions (2)", "Accounts (2)", "credential", "203.0.113.7"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	tests := []struct {
+		name string
+		row  string // identifies the line
+		want []string
+	}{
+		{"active session", dd.active.ID, []string{"true", `"Mozilla/5.0 \x1b[2J"`}},
+		{"expired session", dd.expired.ID, []string{"false"}},
+		{"oauth account", dd.github.ID, []string{"github", "gh-1815"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			line := lineWith(t, out, tt.row)
+			for _, w := range tt.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("line %q lacks %q", line, w)
+				}
+			}
+		})
+	}
+	for _, secret := range dd.secrets {
+		if strings.Contains(out, secret) {
+			t.Errorf("users show prints the credential %q:\n%s", secret, out)
+		}
+	}
+	if strings.Contains(out, "\x1b") {
+		t.Errorf("users show passes a raw escape character to the terminal:\n%q", out)
+	}
+	if strings.Contains(out, other) {
+		t.Errorf("users show lists another user's rows (%s):\n%s", other, out)
+	}
+}
+
+// seedDeveloperDataFor creates a user with one account and returns the
+// account's id.
+func seedDeveloperDataFor(t *testing.T, d *dbtest.Database, email string) string {
+	t.Helper()
+	st := authstore.NewStore(d.DB)
+	u := authstore.User{Name: "Other", Email: email}
+	if err := st.CreateUser(context.Background(), &u); err != nil {
+		t.Fatal(err)
+	}
+	a := authstore.Account{UserID: u.ID, ProviderID: "google", AccountID: "g-" + u.ID}
+	if err := st.CreateAccount(context.Background(), &a); err != nil {
+		t.Fatal(err)
+	}
+	return a.ID
+}
+
+func TestUsersShowCutsLongLists(t *testing.T) {
+	d := schemaDB(t)
+	st := authstore.NewStore(d.DB)
+	u := authstore.User{Name: "Busy", Email: "busy@example.test"}
+	if err := st.CreateUser(context.Background(), &u); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now()
+	var oldest authstore.Session
+	for i := range showLimit + 1 {
+		s := authstore.Session{UserID: u.ID, ExpiresAt: base.Add(time.Hour), CreatedAt: base.Add(time.Duration(i) * time.Second)}
+		if err := st.CreateSession(context.Background(), &s); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			oldest = s
+		}
+	}
+	out, err := chatctl(t, map[string]string{"DATABASE_URL": d.URL}, "users", "show", u.ID)
+	if err != nil {
+		t.Fatalf("users show: %v\n%s", err, out)
+	}
+	for _, want := range []string{fmt.Sprintf("Sessions (%d+)", showLimit), "chatctl sessions list --user-id " + u.ID, "Accounts (0)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, oldest.ID) {
+		t.Errorf("output shows the oldest of %d sessions, want only the newest %d", showLimit+1, showLimit)
+	}
+	if n := strings.Count(out, "  true  "); n != showLimit {
+		t.Errorf("%d session rows, want %d", n, showLimit)
+	}
+}
+
+func TestUsersShowErrors(t *testing.T) {
+	d := schemaDB(t)
+	env := map[string]string{"DATABASE_URL": d.URL}
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{"unknown user", []string{"users", "show", "ghost"}, exitFailure, `chatctl: users show: no user with id "ghost"`},
+		{"no id", []string{"users", "show"}, exitUsage, "chatctl: users show: missing user ID"},
+		{"two ids", []string{"users", "show", "a", "b"}, exitUsage, `chatctl: users show: unexpected argument "b"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := chatctl(t, env, tt.args...)
+			code, stderr := status(err)
+			if code != tt.wantCode || !strings.HasPrefix(stderr, tt.want) || out != "" {
+				t.Errorf("exit %d, stderr %q, stdout %q; want %d and %q", code, stderr, out, tt.wantCode, tt.want)
+			}
+		})
+	}
+}
+
+func TestAccountsList(t *testing.T) {
+	d := schemaDB(t)
+	dd := seedDeveloperData(t, d)
+	other := seedDeveloperDataFor(t, d, "other@example.test")
+	env := map[string]string{"DATABASE_URL": d.URL}
+
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string
+		notWant []string
+	}{
+		{"every account", nil, []string{dd.github.ID, other, "PROVIDER"}, nil},
+		{"one user's", []string{"--user-id", dd.user.ID}, []string{dd.github.ID, "github", "gh-1815", "credential"}, []string{other}},
+		{"limit", []string{"--limit", "1"}, []string{other}, []string{dd.github.ID}},
+		{"a user without accounts", []string{"--user-id", "nobody"}, []string{"PROVIDER"}, []string{dd.github.ID, other}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := chatctl(t, env, append([]string{"accounts", "list"}, tt.args...)...)
+			if err != nil {
+				t.Fatalf("accounts list: %v\n%s", err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range append(tt.notWant, dd.secrets...) {
+				if strings.Contains(out, w) {
+					t.Errorf("output contains %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestSessionsListMarksActive(t *testing.T) {
+	d := schemaDB(t)
+	dd := seedDeveloperData(t, d)
+	out, err := chatctl(t, map[string]string{"DATABASE_URL": d.URL}, "sessions", "list", "--user-id", dd.user.ID)
+	if err != nil {
+		t.Fatalf("sessions list: %v\n%s", err, out)
+	}
+	if line := lineWith(t, out, dd.active.ID); !strings.Contains(line, "true") {
+		t.Errorf("active session shown as %q", line)
+	}
+	if line := lineWith(t, out, dd.expired.ID); !strings.Contains(line, "false") {
+		t.Errorf("expired session shown as %q", line)
+	}
+	for _, secret := range dd.secrets {
+		if strings.Contains(out, secret) {
+			t.Errorf("sessions list prints the credential %q", secret)
+		}
+	}
+}
+
+func TestUsersUpdate(t *testing.T) {
+	d := schemaDB(t)
+	ctx := context.Background()
+	st := authstore.NewStore(d.DB)
+	taken := authstore.User{Name: "Owner", Email: "taken@example.test"}
+	if err := st.CreateUser(ctx, &taken); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DATABASE_URL": d.URL}
+	past := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+
+	tests := []struct {
+		name     string
+		args     []string // after "users update"; "ID" stands for the user's id
+		wantCode int
+		want     string // in stdout on success, in stderr otherwise
+		check    func(u *authstore.User) bool
+	}{
+		{"name", []string{"ID", "--name", "  Grace Hopper "}, exitOK, "Grace Hopper",
+			func(u *authstore.User) bool { return u.Name == "Grace Hopper" }},
+		{"email is lower-cased", []string{"ID", "--email", "Grace@Example.TEST"}, exitOK, "grace@example.test",
+			func(u *authstore.User) bool { return u.Email == "grace@example.test" }},
+		{"verified, value after a space", []string{"ID", "--email-verified", "true"}, exitOK, "true",
+			func(u *authstore.User) bool { return u.EmailVerified }},
+		{"flags before the id", []string{"--name", "Flags First", "ID"}, exitOK, "Flags First",
+			func(u *authstore.User) bool { return u.Name == "Flags First" }},
+		{"taken email changes nothing", []string{"ID", "--name", "Not Applied", "--email", "TAKEN@example.test"}, exitFailure,
+			`chatctl: users update: a user with email "taken@example.test" already exists`, nil},
+		{"nothing to change", []string{"ID"}, exitUsage, "nothing to change", nil},
+		{"empty name", []string{"ID", "--name", " "}, exitUsage, "--name must be non-empty", nil},
+		{"name with a control character", []string{"ID", "--name", "a\x1bb"}, exitUsage, "--name must be non-empty", nil},
+		{"email without @", []string{"ID", "--email", "grace.example.test"}, exitUsage, "not an email address", nil},
+		{"verified not a boolean", []string{"ID", "--email-verified", "maybe"}, exitUsage, "must be true or false", nil},
+		{"two ids", []string{"ID", "extra"}, exitUsage, `unexpected argument "extra"`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := authstore.User{Name: "Before", Email: authstore.NewID() + "@example.test", CreatedAt: past, UpdatedAt: past}
+			if err := st.CreateUser(ctx, &before); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"users", "update"}
+			for _, a := range tt.args {
+				if a == "ID" {
+					a = before.ID
+				}
+				args = append(args, a)
+			}
+			out, err := chatctl(t, env, args...)
+			code, stderr := status(err)
+			if code != tt.wantCode {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tt.wantCode, stderr)
+			}
+			after, gerr := st.GetUser(ctx, before.ID)
+			if gerr != nil {
+				t.Fatal(gerr)
+			}
+			if tt.check == nil {
+				if !strings.Contains(stderr, tt.want) || out != "" {
+					t.Errorf("stderr %q, stdout %q; want %q on stderr only", stderr, out, tt.want)
+				}
+				if after.Name != before.Name || after.Email != before.Email || after.EmailVerified != before.EmailVerified || !after.UpdatedAt.Equal(past) {
+					t.Errorf("a failed update changed the row: %+v, was %+v", after, before)
+				}
+				return
+			}
+			if !strings.Contains(out, tt.want) {
+				t.Errorf("output lacks %q:\n%s", tt.want, out)
+			}
+			if !tt.check(after) {
+				t.Errorf("row after update: %+v", after)
+			}
+			if !after.UpdatedAt.After(past) {
+				t.Errorf("updatedAt = %v, want it moved to now", after.UpdatedAt)
+			}
+		})
+	}
+
+	t.Run("unknown user", func(t *testing.T) {
+		out, err := chatctl(t, env, "users", "update", "ghost", "--name", "x")
+		code, stderr := status(err)
+		if code != exitFailure || !strings.HasPrefix(stderr, `chatctl: users update: no user with id "ghost"`) || out != "" {
+			t.Errorf("exit %d, stderr %q, stdout %q", code, stderr, out)
+		}
+	})
+}
+
+// TestUsageListsEveryCommand holds the usage text and the package comment
+// to the command table, so a new command cannot go undocumented.
+func TestUsageListsEveryCommand(t *testing.T) {
+	f, err := parser.ParseFile(gotoken.NewFileSet(), "main.go", nil, parser.ParseComments|parser.PackageClauseOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := f.Doc.Text()
+	help, err := chatctl(t, nil, "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands {
+		if !strings.Contains(doc, "\t"+c.synopsis()+"\n") {
+			t.Errorf("the package comment lacks %q", c.synopsis())
+		}
+		if !strings.Contains(help, "  "+c.synopsis()+"\n") {
+			t.Errorf("usage lacks %q", c.synopsis())
+		}
 	}
 }

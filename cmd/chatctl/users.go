@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/authstore"
@@ -137,9 +139,134 @@ func usersList(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writ
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tEMAIL\tNAME\tVERIFIED\tCREATED")
 	for _, u := range users {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\n", u.ID, u.Email, u.Name, u.EmailVerified, u.CreatedAt.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\n", text(u.ID), text(u.Email), text(u.Name), u.EmailVerified, stamp(u.CreatedAt))
 	}
 	return w.Flush()
+}
+
+// usersShow prints one user, its sessions and its sign-in accounts: what a
+// developer of the todo app needs to see why someone cannot sign in. No
+// credential is read (see authstore.Account and ListSessions).
+func usersShow(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
+	id, err := parseID(fs, args)
+	if err != nil {
+		return err
+	}
+	store, closeDB, err := openStore(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	u, err := store.GetUser(ctx, id)
+	if errors.Is(err, authstore.ErrNotFound) {
+		return fmt.Errorf("no user with id %q", id)
+	}
+	if err != nil {
+		return err
+	}
+	// One more than is shown tells whether there are more.
+	sessions, err := store.ListSessions(ctx, id, showLimit+1)
+	if err != nil {
+		return err
+	}
+	accounts, err := store.ListAccounts(ctx, id, showLimit+1)
+	if err != nil {
+		return err
+	}
+
+	if err := printUser(out, u); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nSessions (%s):\n", count(len(sessions)))
+	if err := printSessions(out, sessions[:min(len(sessions), showLimit)], time.Now()); err != nil {
+		return err
+	}
+	if len(sessions) > showLimit {
+		fmt.Fprintf(out, moreFormat, showLimit, "sessions", text(id))
+	}
+	fmt.Fprintf(out, "\nAccounts (%s):\n", count(len(accounts)))
+	if err := printAccounts(out, accounts[:min(len(accounts), showLimit)]); err != nil {
+		return err
+	}
+	if len(accounts) > showLimit {
+		fmt.Fprintf(out, moreFormat, showLimit, "accounts", text(id))
+	}
+	return nil
+}
+
+// showLimit bounds the sessions and accounts users show prints; moreFormat
+// says where the rest are.
+const (
+	showLimit  = 100
+	moreFormat = "(only the newest %d: chatctl %s list --user-id %s --limit N shows more)\n"
+)
+
+// count renders a list's length, with "+" when it was cut at showLimit.
+func count(n int) string {
+	if n > showLimit {
+		return fmt.Sprintf("%d+", showLimit)
+	}
+	return fmt.Sprint(n)
+}
+
+// usersUpdate changes a user's name, email or verification in one statement
+// that also sets "updatedAt"; a taken email or an unknown user changes
+// nothing.
+func usersUpdate(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
+	name := fs.String("name", "", "the new name (not empty)")
+	email := fs.String("email", "", "the new email, lower-cased as Better Auth stores it; it must not belong to another user")
+	verified := fs.String("email-verified", "", "true or false")
+	id, err := parseID(fs, args)
+	if err != nil {
+		return err
+	}
+	var patch authstore.UserPatch
+	var bad error
+	// Visit sees only the flags given, so --name "" is an empty name, not "no change".
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "name":
+			n := strings.TrimSpace(*name)
+			if n == "" || strings.ContainsFunc(n, unicode.IsControl) {
+				bad = usagef("--name must be non-empty text without control characters")
+			}
+			patch.Name = &n
+		case "email":
+			e, err := checkEmail(*email)
+			if err != nil {
+				bad = err
+			}
+			patch.Email = &e
+		case "email-verified":
+			v, err := strconv.ParseBool(*verified)
+			if err != nil {
+				bad = usagef("--email-verified must be true or false, not %q", *verified)
+			}
+			patch.EmailVerified = &v
+		}
+	})
+	if bad != nil {
+		return bad
+	}
+	if patch.Empty() {
+		return usagef("nothing to change: give --name, --email or --email-verified")
+	}
+
+	store, closeDB, err := openStore(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	u, err := store.UpdateUser(ctx, id, patch)
+	switch {
+	case errors.Is(err, authstore.ErrNotFound):
+		return fmt.Errorf("no user with id %q", id)
+	case errors.Is(err, authstore.ErrEmailTaken):
+		return plainEmailTaken(err, *patch.Email)
+	case err != nil:
+		return err
+	}
+	return printUser(out, u)
 }
 
 func sessionsList(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
@@ -157,11 +284,58 @@ func sessionsList(ctx context.Context, fs *flag.FlagSet, args []string, out io.W
 	if err != nil {
 		return err
 	}
+	return printSessions(out, sessions, time.Now())
+}
+
+func accountsList(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
+	userID := fs.String("user-id", "", "only this user's accounts")
+	limit := fs.Int("limit", 100, "at most this many accounts, newest first (1-10000)")
+	if err := parseLimited(fs, args, limit); err != nil {
+		return err
+	}
+	store, closeDB, err := openStore(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	accounts, err := store.ListAccounts(ctx, *userID, *limit)
+	if err != nil {
+		return err
+	}
+	return printAccounts(out, accounts)
+}
+
+// printUser prints one user's fields, one per line.
+func printUser(out io.Writer, u *authstore.User) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "ID\t%s\n", text(u.ID))
+	fmt.Fprintf(w, "Name\t%s\n", text(u.Name))
+	fmt.Fprintf(w, "Email\t%s\n", text(u.Email))
+	fmt.Fprintf(w, "Email verified\t%t\n", u.EmailVerified)
+	fmt.Fprintf(w, "Image\t%s\n", deref(u.Image))
+	fmt.Fprintf(w, "Created\t%s\n", stamp(u.CreatedAt))
+	fmt.Fprintf(w, "Updated\t%s\n", stamp(u.UpdatedAt))
+	return w.Flush()
+}
+
+// printSessions prints sessions as a table; active means valid at now, by
+// Better Auth's rule (Session.Active).
+func printSessions(out io.Writer, sessions []authstore.Session, now time.Time) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tUSER\tEXPIRES\tACTIVE\tIP\tUSER AGENT")
-	now := time.Now()
 	for _, s := range sessions {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\t%s\n", s.ID, s.UserID, s.ExpiresAt.UTC().Format(time.RFC3339), s.ExpiresAt.After(now), deref(s.IPAddress), deref(s.UserAgent))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\t%s\n", text(s.ID), text(s.UserID), stamp(s.ExpiresAt), s.Active(now), deref(s.IPAddress), deref(s.UserAgent))
+	}
+	return w.Flush()
+}
+
+// printAccounts prints accounts as a table: which provider each user signs
+// in with, never a credential.
+func printAccounts(out io.Writer, accounts []authstore.Account) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tUSER\tPROVIDER\tACCOUNT ID\tSCOPE\tCREATED")
+	for _, a := range accounts {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", text(a.ID), text(a.UserID), text(a.ProviderID), text(a.AccountID), deref(a.Scope), stamp(a.CreatedAt))
 	}
 	return w.Flush()
 }
@@ -177,9 +351,22 @@ func parseLimited(fs *flag.FlagSet, args []string, limit *int) error {
 	return nil
 }
 
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// text makes a stored value safe to print: rows are written by browsers and
+// sign-up forms (a user agent, a name), and a control character in one could
+// drive the reader's terminal or break the table's columns, so such a value
+// is printed quoted with escapes.
+func text(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
 func deref(s *string) string {
 	if s == nil {
 		return "-"
 	}
-	return *s
+	return text(*s)
 }
