@@ -27,7 +27,7 @@ func schemaApply(ctx context.Context, args []string, out io.Writer, getenv confi
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	db, devURL, err := config.LoadDatabase(getenv)
+	db, devURL, err := loadDatabase(getenv)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 
 // openStore connects to DATABASE_URL for the Better Auth commands.
 func openStore(ctx context.Context, getenv config.Getenv) (*authstore.Store, func(), error) {
-	cfg, _, err := config.LoadDatabase(getenv)
+	cfg, _, err := loadDatabase(getenv)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -47,9 +47,9 @@ func token(ctx context.Context, args []string, out io.Writer, getenv config.Gete
 	if *ttl <= 0 || *ttl > 30*24*time.Hour {
 		return errors.New("token: --ttl must be between 1s and 720h")
 	}
-	secret := getenv("BETTER_AUTH_SECRET")
-	if secret == "" {
-		return errors.New("token: BETTER_AUTH_SECRET is not set")
+	signer, err := loadSigner(getenv)
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
 	}
 	if *create {
 		if *email == "" {
@@ -75,12 +75,12 @@ func token(ctx context.Context, args []string, out io.Writer, getenv config.Gete
 			}
 		}
 	}
-	tok, err := auth.SignHS256(secret, auth.TokenClaims{
+	tok, err := auth.SignHS256(signer.Secret, auth.TokenClaims{
 		UserID:   *userID,
 		Email:    *email,
 		Name:     *name,
-		Issuer:   getenv("JWT_ISSUER"),
-		Audience: getenv("JWT_AUDIENCE"),
+		Issuer:   signer.JWTIssuer,
+		Audience: signer.JWTAudience,
 		TTL:      *ttl,
 	})
 	if err != nil {
