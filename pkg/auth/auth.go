@@ -22,6 +22,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Names of Better Auth's session cookie (the second is used over https).
@@ -342,12 +344,26 @@ func unauthorized(reason string, args ...any) error {
 // maxUserIDLength bounds a sub claim; Better Auth ids are 32 characters.
 const maxUserIDLength = 255
 
+// checkSubject rejects a sub no user id can be, before it is looked up:
+// Postgres refuses NUL in text and invalid UTF-8 in any string (a query with
+// either fails, which would look like an outage), and no id generator makes
+// control characters. Unlike session tokens, ids are otherwise opaque text
+// (other id generators exist), so nothing else is refused. The reasons never
+// quote the sub.
 func checkSubject(sub string) (string, error) {
 	if sub == "" {
 		return "", unauthorized("token has no sub")
 	}
 	if len(sub) > maxUserIDLength {
 		return "", unauthorized("token sub is too long")
+	}
+	if !utf8.ValidString(sub) {
+		return "", unauthorized("token sub is not valid UTF-8")
+	}
+	for _, r := range sub {
+		if unicode.IsControl(r) {
+			return "", unauthorized("token sub contains a control character")
+		}
 	}
 	return sub, nil
 }

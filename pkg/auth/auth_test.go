@@ -250,6 +250,8 @@ func TestVerifyRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	ghost := authstore.NewID() // never in "user"
+	// Logged in as user where standard_conforming_strings was off.
+	injection := `\')OR("userId"=$$` + user + `$$)--`
 
 	tests := []struct {
 		name       string
@@ -317,6 +319,13 @@ func TestVerifyRejects(t *testing.T) {
 		{"bare token with a space", s, sess.Token + " x"},
 		{"bad percent-encoding", s, sess.Token + "%zz"},
 		{"URL-encoded bare token with a dot", s, sess.Token + "%2E"},
+		{"SQL injection as a bare token", s, injection},
+		{"SQL injection, URL-encoded", s, url.PathEscape(injection)},
+		{"SQL injection signed with the secret", s, auth.SignSessionToken(secret, injection)},
+		{"HS256 sub with a NUL", s, hs(func(c map[string]any) { c["sub"] = user + "\x00" })},
+		{"HS256 sub with a newline", s, hs(func(c map[string]any) { c["sub"] = user + "\n" })},
+		{"plugin token sub with a NUL", s, plugin(func(c map[string]any) { c["sub"] = user + "\x00" })},
+		{"plugin token sub with DEL", s, plugin(func(c map[string]any) { c["sub"] = user + "\x7f" })},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
