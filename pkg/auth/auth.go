@@ -36,6 +36,12 @@ const (
 // rejected before any parsing.
 const MaxCredentialLength = 8 << 10
 
+// MinSecretLength is the shortest BETTER_AUTH_SECRET accepted, in bytes.
+// HS256 tokens and session-token signatures made with a shorter secret can
+// be brute-forced offline from a single token; Better Auth itself asks for
+// at least 32 characters.
+const MinSecretLength = 32
+
 // Defaults and limits of Config's durations.
 const (
 	DefaultClockSkew      = 60 * time.Second
@@ -92,6 +98,11 @@ func (c Config) Validate() error {
 	if c.Secret == "" && c.BetterAuthURL == "" && c.JWKSURL == "" {
 		errs = append(errs, errors.New("no credential can be verified: set BETTER_AUTH_SECRET or BETTER_AUTH_URL/JWKS_URL"))
 	}
+	if c.Secret != "" {
+		if err := checkSecret(c.Secret); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, u := range []struct{ name, value string }{{"BETTER_AUTH_URL", c.BetterAuthURL}, {"JWKS_URL", c.JWKSURL}} {
 		if u.value == "" {
 			continue
@@ -124,6 +135,18 @@ func (c Config) Validate() error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("auth config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// checkSecret refuses a secret shorter than MinSecretLength. The message
+// gives its length, never the secret.
+func checkSecret(secret string) error {
+	if len(secret) < MinSecretLength {
+		return fmt.Errorf("BETTER_AUTH_SECRET is %d bytes, it must be at least %d: "+
+			"HS256 tokens and session signatures made with a shorter secret can be brute-forced offline "+
+			"(Better Auth itself asks for %d; openssl rand -base64 32 makes one)",
+			len(secret), MinSecretLength, MinSecretLength)
 	}
 	return nil
 }
