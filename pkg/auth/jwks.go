@@ -62,8 +62,8 @@ func newJWKSVerifier(cfg Config, client *http.Client, now func() time.Time) *jwk
 }
 
 func (j *jwksVerifier) verify(ctx context.Context, token string) (string, error) {
-	var claims jwt.RegisteredClaims
-	_, err := j.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+	var c claims
+	_, err := j.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if err := checkHeader(t); err != nil {
 			return nil, err
 		}
@@ -83,7 +83,7 @@ func (j *jwksVerifier) verify(ctx context.Context, token string) (string, error)
 	if err != nil {
 		return "", jwtRejection(j.kindOf(token), err)
 	}
-	return checkSubject(claims.Subject)
+	return checkSubject(c.Subject)
 }
 
 func (j *jwksVerifier) kindOf(token string) string {
