@@ -211,7 +211,10 @@ type Option func(*Verifier)
 func WithClock(now func() time.Time) Option { return func(v *Verifier) { v.now = now } }
 
 // WithHTTPClient sets the client JWKS fetches use (default: a client with
-// Config.JWKSTimeout). Each fetch is bounded by JWKSTimeout either way.
+// Config.JWKSTimeout). Each fetch is bounded by JWKSTimeout either way, and
+// follows redirects only within the JWKS URL's origin: the Verifier uses a
+// copy of c with that policy in front of c's own CheckRedirect; c itself is
+// not changed.
 func WithHTTPClient(c *http.Client) Option { return func(v *Verifier) { v.httpClient = c } }
 
 // Verifier checks credentials. It is safe for concurrent use.
@@ -241,6 +244,7 @@ func NewVerifier(cfg Config, store Store, opts ...Option) (*Verifier, error) {
 	if v.httpClient == nil {
 		v.httpClient = &http.Client{Timeout: v.cfg.JWKSTimeout}
 	}
+	v.httpClient = sameOriginRedirects(v.httpClient)
 	if v.cfg.Secret != "" {
 		v.hs256 = newHS256Verifier(v.cfg, v.now)
 	}

@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,8 @@ const (
 	// minRSABits is the smallest RSA modulus accepted (Better Auth's default
 	// is 2048).
 	minRSABits = 2048
+	// maxJWKSRedirects bounds the same-origin redirects one fetch follows.
+	maxJWKSRedirects = 3
 )
 
 // jwksVerifier checks Better Auth JWT-plugin tokens against the JWKS.
@@ -335,6 +338,56 @@ func (k jwk) publicKey() (publicKey, error) {
 }
 
 func b64(s string) ([]byte, error) { return base64.RawURLEncoding.Strict().DecodeString(s) }
+
+// sameOriginRedirects returns a copy of c (the caller's client is left as
+// it is) that follows a redirect only to the origin of the JWKS URL, and at
+// most maxJWKSRedirects of them; c's own CheckRedirect, if any, is asked
+// after that. The key set decides whose tokens are accepted: a redirect
+// elsewhere (an open redirect on Better Auth's host, a compromised proxy)
+// must not hand that choice to another server.
+func sameOriginRedirects(c *http.Client) *http.Client {
+	cc := *c
+	next := c.CheckRedirect
+	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) > maxJWKSRedirects {
+			return fmt.Errorf("JWKS redirected more than %d times", maxJWKSRedirects)
+		}
+		if !sameOrigin(via[0].URL, req.URL) {
+			return fmt.Errorf("JWKS redirect to another origin (%s) refused", origin(req.URL))
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		return nil
+	}
+	return &cc
+}
+
+// sameOrigin compares scheme, host and port (a missing port is the
+// scheme's default).
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) &&
+		strings.EqualFold(a.Hostname(), b.Hostname()) &&
+		effectivePort(a) == effectivePort(b)
+}
+
+func effectivePort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http":
+		return "80"
+	case "https":
+		return "443"
+	}
+	return ""
+}
+
+// origin is u's scheme://host[:port], without user info, path or query.
+func origin(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
+}
 
 // redactURL is raw without user info, query and fragment, for errors that
 // reach the logs: a JWKS URL may carry credentials in either.
