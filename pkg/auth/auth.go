@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -217,11 +218,18 @@ func WithClock(now func() time.Time) Option { return func(v *Verifier) { v.now =
 // not changed.
 func WithHTTPClient(c *http.Client) Option { return func(v *Verifier) { v.httpClient = c } }
 
+// WithLogger sets where the Verifier reports what no single request should:
+// one Warn per failed JWKS fetch, one Info when fetching works again after
+// failures (default: nothing is logged). Entries hold the JWKS URL without
+// user info or query, never a credential.
+func WithLogger(l *slog.Logger) Option { return func(v *Verifier) { v.log = l } }
+
 // Verifier checks credentials. It is safe for concurrent use.
 type Verifier struct {
 	cfg        Config
 	store      Store
 	now        func() time.Time
+	log        *slog.Logger
 	httpClient *http.Client
 	hs256      *hs256Verifier // nil without a secret
 	jwks       *jwksVerifier  // nil without a JWKS URL
@@ -241,6 +249,9 @@ func NewVerifier(cfg Config, store Store, opts ...Option) (*Verifier, error) {
 	for _, o := range opts {
 		o(v)
 	}
+	if v.log == nil {
+		v.log = slog.New(slog.DiscardHandler)
+	}
 	if v.httpClient == nil {
 		v.httpClient = &http.Client{Timeout: v.cfg.JWKSTimeout}
 	}
@@ -249,7 +260,7 @@ func NewVerifier(cfg Config, store Store, opts ...Option) (*Verifier, error) {
 		v.hs256 = newHS256Verifier(v.cfg, v.now)
 	}
 	if v.cfg.JWKSURL != "" {
-		v.jwks = newJWKSVerifier(v.cfg, v.httpClient, v.now)
+		v.jwks = newJWKSVerifier(v.cfg, v.httpClient, v.now, v.log)
 	}
 	v.users = newUserCache(v.cfg.UserCacheTTL, v.now)
 	return v, nil

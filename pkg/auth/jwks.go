@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -45,7 +46,7 @@ type jwksVerifier struct {
 	keys   *keySet
 }
 
-func newJWKSVerifier(cfg Config, client *http.Client, now func() time.Time) *jwksVerifier {
+func newJWKSVerifier(cfg Config, client *http.Client, now func() time.Time, log *slog.Logger) *jwksVerifier {
 	methods := make([]string, 0, len(asymmetricAlgs))
 	for alg := range asymmetricAlgs {
 		methods = append(methods, alg)
@@ -59,7 +60,7 @@ func newJWKSVerifier(cfg Config, client *http.Client, now func() time.Time) *jwk
 		parser: jwt.NewParser(opts...),
 		keys: &keySet{
 			url: cfg.JWKSURL, client: client, timeout: cfg.JWKSTimeout,
-			minRefetch: cfg.JWKSMinRefetch, backoff: backoff, now: now,
+			minRefetch: cfg.JWKSMinRefetch, backoff: backoff, now: now, log: log,
 		},
 	}
 }
@@ -112,12 +113,17 @@ type keySet struct {
 	minRefetch time.Duration
 	backoff    time.Duration
 	now        func() time.Time
+	// log gets one line per failed fetch, not per lookup: while the JWKS
+	// is down, every token with an unknown kid fails, and the back-off
+	// already bounds how often a fetch runs.
+	log *slog.Logger
 
 	mu        sync.Mutex
 	keys      map[string]publicKey
 	fetchedAt time.Time // last successful fetch
 	triedAt   time.Time // last fetch attempt
 	lastErr   error     // of the last attempt
+	failures  int       // fetches failed in a row
 	inflight  *fetchCall
 }
 
@@ -197,19 +203,33 @@ func (s *keySet) fetch(ctx context.Context, call *fetchCall) {
 
 	s.mu.Lock()
 	s.lastErr = err
+	failedBefore := s.failures
 	if err == nil {
 		s.keys = keys
 		s.fetchedAt = s.now()
+		s.failures = 0
+	} else {
+		s.failures++
 	}
+	failures := s.failures
 	s.inflight = nil
 	s.mu.Unlock()
+
+	// Logged before done closes, so that whoever waited on this fetch
+	// finds it in the log. get's errors name the URL redacted.
+	if err != nil {
+		s.log.WarnContext(ctx, "JWKS fetch failed", "url", redactURL(s.url), "err", err, "failures_in_a_row", failures)
+	} else if failedBefore > 0 {
+		s.log.InfoContext(ctx, "JWKS fetch recovered", "url", redactURL(s.url), "failed_fetches", failedBefore)
+	}
 	close(call.done)
 }
 
 func (s *keySet) get(ctx context.Context) (map[string]publicKey, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return nil, err
+		// Its text would quote the whole URL, credentials included.
+		return nil, fmt.Errorf("GET %s: invalid request URL", redactURL(s.url))
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.client.Do(req)
