@@ -37,7 +37,7 @@ func OpenDatabase(ctx context.Context, cfg APIConfig, log *slog.Logger) (*bun.DB
 // NewAPIServer builds the HTTP API over db: the credential verifier, the
 // stores and the Fiber server.
 func NewAPIServer(cfg APIConfig, db *bun.DB, log *slog.Logger) (*httpapi.Server, error) {
-	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db))
+	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db), auth.WithLogger(log))
 	if err != nil {
 		return nil, err
 	}

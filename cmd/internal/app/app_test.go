@@ -112,10 +112,23 @@ func TestBuildersServeTasksAndShutDown(t *testing.T) {
 	}
 }
 
-func TestLoadAPIRefusesBadConfiguration(t *testing.T) {
-	_, err := app.LoadAPI(env(map[string]string{"DATABASE_URL": testDB.URL}))
-	if err == nil || !strings.Contains(err.Error(), "BETTER_AUTH_SECRET") {
-		t.Fatalf("LoadAPI without any auth setting: err = %v, want it to name BETTER_AUTH_SECRET", err)
+func TestLoadAPIRefusesBadSecrets(t *testing.T) {
+	tests := []struct {
+		name, secret, want string
+	}{
+		{"no auth setting", "", "set BETTER_AUTH_SECRET or BETTER_AUTH_URL/JWKS_URL"},
+		{"31-byte secret", strings.Repeat("s", 31), "BETTER_AUTH_SECRET is 31 bytes, it must be at least 32"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := app.LoadAPI(env(map[string]string{"DATABASE_URL": testDB.URL, "BETTER_AUTH_SECRET": tt.secret}))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("LoadAPI: err = %v, want %q", err, tt.want)
+			}
+			if tt.secret != "" && strings.Contains(err.Error(), tt.secret) {
+				t.Fatalf("the error shows the secret: %v", err)
+			}
+		})
 	}
 }
 
