@@ -25,7 +25,7 @@ func schemaApply(ctx context.Context, fs *flag.FlagSet, args []string, out io.Wr
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	db, devURL, err := config.LoadDatabase(getenv)
+	db, devURL, err := loadDatabase(getenv)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ import (
 
 // openStore connects to DATABASE_URL for the Better Auth commands.
 func openStore(ctx context.Context, getenv config.Getenv) (*authstore.Store, func(), error) {
-	cfg, _, err := config.LoadDatabase(getenv)
+	cfg, _, err := loadDatabase(getenv)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -60,9 +60,9 @@ func token(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, 
 		}
 		*email = e
 	}
-	secret := getenv("BETTER_AUTH_SECRET")
-	if secret == "" {
-		return errors.New("BETTER_AUTH_SECRET is not set")
+	signer, err := loadSigner(getenv)
+	if err != nil {
+		return err
 	}
 
 	store, closeDB, err := openStore(ctx, getenv)
@@ -87,12 +87,12 @@ func token(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, 
 		return err
 	}
 
-	tok, err := auth.SignHS256(secret, auth.TokenClaims{
+	tok, err := auth.SignHS256(signer.Secret, auth.TokenClaims{
 		UserID:   u.ID,
 		Email:    cmp.Or(*email, u.Email),
 		Name:     cmp.Or(*name, u.Name),
-		Issuer:   getenv("JWT_ISSUER"),
-		Audience: getenv("JWT_AUDIENCE"),
+		Issuer:   signer.JWTIssuer,
+		Audience: signer.JWTAudience,
 		TTL:      *ttl,
 	})
 	if err != nil {
