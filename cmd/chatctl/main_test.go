@@ -273,6 +273,7 @@ func TestUsageErrors(t *testing.T) {
 		{"token without user", secret, []string{"token"}, "--user-id is required", exitUsage},
 		{"token with a bad email", secret, []string{"token", "--user-id", "u", "--email", "nobody"}, "not an email address", exitUsage},
 		{"token without secret", nil, []string{"token", "--user-id", "u"}, "BETTER_AUTH_SECRET", exitFailure},
+		{"token with a short secret", map[string]string{"BETTER_AUTH_SECRET": "  " + strings.Repeat("s", 31) + "  "}, []string{"token", "--user-id", "u"}, "BETTER_AUTH_SECRET is 31 bytes", exitFailure},
 		{"token with bad ttl", secret, []string{"token", "--user-id", "u", "--ttl", "-1h"}, "--ttl", exitUsage},
 		{"token with a bad ttl value", secret, []string{"token", "--user-id", "u", "--ttl", "soon"}, "invalid value", exitUsage},
 		{"schema without database", nil, []string{"schema", "apply"}, "DATABASE_URL", exitFailure},
