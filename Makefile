@@ -4,21 +4,21 @@
 # Local defaults; override on the command line or in the environment.
 DATABASE_URL       ?= postgres://postgres@127.0.0.1:5432/taskchat?sslmode=disable
 BETTER_AUTH_SECRET ?= taskchat-local-dev-secret-do-not-use-in-production
-HTTP_ADDR          ?= :8080
 CORS_ORIGINS       ?= http://localhost:3000
 LOG_FORMAT         ?= text
 USER_ID            ?= dev-user
 TESTFLAGS          ?=
 
-export DATABASE_URL BETTER_AUTH_SECRET HTTP_ADDR CORS_ORIGINS LOG_FORMAT
+export DATABASE_URL BETTER_AUTH_SECRET CORS_ORIGINS LOG_FORMAT
 
 GO ?= go
 
 .PHONY: run test lint deploy-check schema schema-diff token build
 
 ## run: create the database if missing, apply the schema, serve the API (chatd)
+## in development mode: on 127.0.0.1:8080 unless HTTP_ADDR says otherwise
 run: schema
-	$(GO) run ./cmd/chatd
+	DEV_MODE=true $(GO) run ./cmd/chatd
 
 ## test: every test, against the machine's Postgres (TEST_DATABASE_URL to point elsewhere)
 test:

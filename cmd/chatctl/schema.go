@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 
@@ -11,13 +12,10 @@ import (
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
-// schemaApply applies (or with diff, only plans) the embedded schema.
-func schemaApply(ctx context.Context, args []string, out io.Writer, getenv config.Getenv, diff bool) error {
-	name := "schema apply"
-	if diff {
-		name = "schema diff"
-	}
-	fs := flags(name, out)
+// schemaApply applies (or with diff, only plans) the embedded schema. With
+// diff, a plan that is not empty returns errDiffers, so that scripts see a
+// pending or destructive change in the exit status as they would with diff(1).
+func schemaApply(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv, diff bool) error {
 	dryRun, allow, create := diff, false, false
 	if !diff {
 		fs.BoolVar(&dryRun, "dry-run", false, "print the planned SQL without applying it")
@@ -27,7 +25,7 @@ func schemaApply(ctx context.Context, args []string, out io.Writer, getenv confi
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	db, devURL, err := config.LoadDatabase(getenv)
+	db, devURL, err := loadDatabase(getenv)
 	if err != nil {
 		return err
 	}
@@ -51,7 +49,13 @@ func schemaApply(ctx context.Context, args []string, out io.Writer, getenv confi
 	if errors.Is(err, dbschema.ErrDestructive) {
 		return fmt.Errorf("refusing to apply: %w", err)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if diff && !plan.Empty() {
+		return errDiffers
+	}
+	return nil
 }
 
 func printPlan(out io.Writer, plan *dbschema.Plan) {

@@ -18,10 +18,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Names of Better Auth's session cookie (the second is used over https).
@@ -33,6 +36,12 @@ const (
 // MaxCredentialLength bounds a credential's length in bytes; longer ones are
 // rejected before any parsing.
 const MaxCredentialLength = 8 << 10
+
+// MinSecretLength is the shortest BETTER_AUTH_SECRET accepted, in bytes.
+// HS256 tokens and session-token signatures made with a shorter secret can
+// be brute-forced offline from a single token; Better Auth itself asks for
+// at least 32 characters.
+const MinSecretLength = 32
 
 // Defaults and limits of Config's durations.
 const (
@@ -90,6 +99,11 @@ func (c Config) Validate() error {
 	if c.Secret == "" && c.BetterAuthURL == "" && c.JWKSURL == "" {
 		errs = append(errs, errors.New("no credential can be verified: set BETTER_AUTH_SECRET or BETTER_AUTH_URL/JWKS_URL"))
 	}
+	if c.Secret != "" {
+		if err := checkSecret(c.Secret); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, u := range []struct{ name, value string }{{"BETTER_AUTH_URL", c.BetterAuthURL}, {"JWKS_URL", c.JWKSURL}} {
 		if u.value == "" {
 			continue
@@ -122,6 +136,18 @@ func (c Config) Validate() error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("auth config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// checkSecret refuses a secret shorter than MinSecretLength. The message
+// gives its length, never the secret.
+func checkSecret(secret string) error {
+	if len(secret) < MinSecretLength {
+		return fmt.Errorf("BETTER_AUTH_SECRET is %d bytes, it must be at least %d: "+
+			"HS256 tokens and session signatures made with a shorter secret can be brute-forced offline "+
+			"(Better Auth itself asks for %d; openssl rand -base64 32 makes one)",
+			len(secret), MinSecretLength, MinSecretLength)
 	}
 	return nil
 }
@@ -186,14 +212,24 @@ type Option func(*Verifier)
 func WithClock(now func() time.Time) Option { return func(v *Verifier) { v.now = now } }
 
 // WithHTTPClient sets the client JWKS fetches use (default: a client with
-// Config.JWKSTimeout). Each fetch is bounded by JWKSTimeout either way.
+// Config.JWKSTimeout). Each fetch is bounded by JWKSTimeout either way, and
+// follows redirects only within the JWKS URL's origin: the Verifier uses a
+// copy of c with that policy in front of c's own CheckRedirect; c itself is
+// not changed.
 func WithHTTPClient(c *http.Client) Option { return func(v *Verifier) { v.httpClient = c } }
+
+// WithLogger sets where the Verifier reports what no single request should:
+// one Warn per failed JWKS fetch, one Info when fetching works again after
+// failures (default: nothing is logged). Entries hold the JWKS URL without
+// user info or query, never a credential.
+func WithLogger(l *slog.Logger) Option { return func(v *Verifier) { v.log = l } }
 
 // Verifier checks credentials. It is safe for concurrent use.
 type Verifier struct {
 	cfg        Config
 	store      Store
 	now        func() time.Time
+	log        *slog.Logger
 	httpClient *http.Client
 	hs256      *hs256Verifier // nil without a secret
 	jwks       *jwksVerifier  // nil without a JWKS URL
@@ -213,14 +249,18 @@ func NewVerifier(cfg Config, store Store, opts ...Option) (*Verifier, error) {
 	for _, o := range opts {
 		o(v)
 	}
+	if v.log == nil {
+		v.log = slog.New(slog.DiscardHandler)
+	}
 	if v.httpClient == nil {
 		v.httpClient = &http.Client{Timeout: v.cfg.JWKSTimeout}
 	}
+	v.httpClient = sameOriginRedirects(v.httpClient)
 	if v.cfg.Secret != "" {
 		v.hs256 = newHS256Verifier(v.cfg, v.now)
 	}
 	if v.cfg.JWKSURL != "" {
-		v.jwks = newJWKSVerifier(v.cfg, v.httpClient, v.now)
+		v.jwks = newJWKSVerifier(v.cfg, v.httpClient, v.now, v.log)
 	}
 	v.users = newUserCache(v.cfg.UserCacheTTL, v.now)
 	return v, nil
@@ -342,12 +382,26 @@ func unauthorized(reason string, args ...any) error {
 // maxUserIDLength bounds a sub claim; Better Auth ids are 32 characters.
 const maxUserIDLength = 255
 
+// checkSubject rejects a sub no user id can be, before it is looked up:
+// Postgres refuses NUL in text and invalid UTF-8 in any string (a query with
+// either fails, which would look like an outage), and no id generator makes
+// control characters. Unlike session tokens, ids are otherwise opaque text
+// (other id generators exist), so nothing else is refused. The reasons never
+// quote the sub.
 func checkSubject(sub string) (string, error) {
 	if sub == "" {
 		return "", unauthorized("token has no sub")
 	}
 	if len(sub) > maxUserIDLength {
 		return "", unauthorized("token sub is too long")
+	}
+	if !utf8.ValidString(sub) {
+		return "", unauthorized("token sub is not valid UTF-8")
+	}
+	for _, r := range sub {
+		if unicode.IsControl(r) {
+			return "", unauthorized("token sub contains a control character")
+		}
 	}
 	return sub, nil
 }

@@ -250,6 +250,8 @@ func TestVerifyRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	ghost := authstore.NewID() // never in "user"
+	// Logged in as user where standard_conforming_strings was off.
+	injection := `\')OR("userId"=$$` + user + `$$)--`
 
 	tests := []struct {
 		name       string
@@ -265,7 +267,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"alg none with an empty signature segment", s, strings.TrimSuffix(none, ".") + "."},
 		{"HS256 signed with the RSA public key PEM", s, confused},
 		{"HS256 with the RSA key's kid, signed with its PEM", s, confusedWithKid},
-		{"HS256 with a wrong secret", s, authtest.MintHS256(t, "another-secret", authtest.HS256Claims(user, now))},
+		{"HS256 with a wrong secret", s, authtest.MintHS256(t, "another-secret-0123456789abcdef0123456789", authtest.HS256Claims(user, now))},
 		{"HS512 (not pinned)", s, hs512},
 		{"HS256 tampered payload", s, tamperedHS},
 		{"HS256 expired beyond the skew", s, hs(func(c map[string]any) { c["exp"] = now.Add(-61 * time.Second).Unix() })},
@@ -306,7 +308,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"expired session, bare", s, expiredSess.Token},
 		{"deleted session", s, deletedSess.Signed},
 		{"unknown bare token", s, authstore.NewID()},
-		{"session with a wrong signature", s, authtest.CreateSession(t, testDB.DB, "other-secret", user, now.Add(time.Hour)).Signed},
+		{"session with a wrong signature", s, authtest.CreateSession(t, testDB.DB, "other-secret-0123456789abcdef0123456789", user, now.Add(time.Hour)).Signed},
 		{"session with a truncated signature", s, sess.Signed[:len(sess.Signed)-3]},
 		{"session with an empty signature", s, sess.Token + "."},
 		{"session signature with trailing garbage", s, sess.Signed + "AA"},
@@ -317,6 +319,13 @@ func TestVerifyRejects(t *testing.T) {
 		{"bare token with a space", s, sess.Token + " x"},
 		{"bad percent-encoding", s, sess.Token + "%zz"},
 		{"URL-encoded bare token with a dot", s, sess.Token + "%2E"},
+		{"SQL injection as a bare token", s, injection},
+		{"SQL injection, URL-encoded", s, url.PathEscape(injection)},
+		{"SQL injection signed with the secret", s, auth.SignSessionToken(secret, injection)},
+		{"HS256 sub with a NUL", s, hs(func(c map[string]any) { c["sub"] = user + "\x00" })},
+		{"HS256 sub with a newline", s, hs(func(c map[string]any) { c["sub"] = user + "\n" })},
+		{"plugin token sub with a NUL", s, plugin(func(c map[string]any) { c["sub"] = user + "\x00" })},
+		{"plugin token sub with DEL", s, plugin(func(c map[string]any) { c["sub"] = user + "\x7f" })},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,6 +33,9 @@ func TestConfigValidate(t *testing.T) {
 		{"cache TTL over a minute", auth.Config{Secret: secret, UserCacheTTL: 61 * time.Second}, "over 1m0s"},
 		{"negative refetch", auth.Config{Secret: secret, JWKSMinRefetch: -1}, "JWKS min refetch"},
 		{"negative timeout", auth.Config{Secret: secret, JWKSTimeout: -1}, "JWKS timeout"},
+		{"secret of exactly 32 bytes", auth.Config{Secret: secret[:auth.MinSecretLength]}, ""},
+		{"secret of 31 bytes", auth.Config{Secret: secret[:auth.MinSecretLength-1]}, "BETTER_AUTH_SECRET is 31 bytes, it must be at least 32"},
+		{"one-byte secret, with a JWKS", auth.Config{Secret: "k", BetterAuthURL: "http://x"}, "can be brute-forced offline"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,7 +48,7 @@ func TestConfigValidate(t *testing.T) {
 			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
 				t.Fatalf("Validate() = %v, want it to contain %q", err, tc.wantErr)
 			}
-			if tc.wantErr != "" && strings.Contains(err.Error(), secret) {
+			if tc.wantErr != "" && len(tc.cfg.Secret) > 1 && strings.Contains(err.Error(), tc.cfg.Secret) {
 				t.Errorf("error may echo the secret: %v", err)
 			}
 		})
@@ -75,12 +78,12 @@ func TestSignHS256(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, err := auth.SignHS256("k", tc.in)
+			tok, err := auth.SignHS256(secret, tc.in)
 			if err != nil {
 				t.Fatal(err)
 			}
 			claims := jwt.MapClaims{}
-			parsed, err := jwt.NewParser(jwt.WithoutClaimsValidation()).ParseWithClaims(tok, claims, func(*jwt.Token) (any, error) { return []byte("k"), nil })
+			parsed, err := jwt.NewParser(jwt.WithoutClaimsValidation()).ParseWithClaims(tok, claims, func(*jwt.Token) (any, error) { return []byte(secret), nil })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,21 +107,32 @@ func TestSignHS256(t *testing.T) {
 		in     auth.TokenClaims
 	}{
 		{"empty secret", "", auth.TokenClaims{UserID: "u"}},
-		{"empty user", "k", auth.TokenClaims{}},
-		{"negative TTL", "k", auth.TokenClaims{UserID: "u", TTL: -time.Second}},
+		{"secret of 31 bytes", secret[:auth.MinSecretLength-1], auth.TokenClaims{UserID: "u"}},
+		{"empty user", secret, auth.TokenClaims{}},
+		{"negative TTL", secret, auth.TokenClaims{UserID: "u", TTL: -time.Second}},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
-			if _, err := auth.SignHS256(bad.secret, bad.in); err == nil {
-				t.Error("SignHS256 succeeded, want an error")
+			_, err := auth.SignHS256(bad.secret, bad.in)
+			if err == nil {
+				t.Fatal("SignHS256 succeeded, want an error")
+			}
+			if bad.secret != "" && strings.Contains(err.Error(), bad.secret) {
+				t.Errorf("the error quotes the secret: %v", err)
 			}
 		})
 	}
+	t.Run("secret of exactly 32 bytes", func(t *testing.T) {
+		if _, err := auth.SignHS256(secret[:auth.MinSecretLength], auth.TokenClaims{UserID: "u"}); err != nil {
+			t.Fatalf("SignHS256: %v", err)
+		}
+	})
 }
 
 func TestSignSessionToken(t *testing.T) {
 	// Better Auth: token + "." + btoa(HMAC-SHA256(secret, token)), 44 chars
 	// of standard base64 with padding.
-	got := auth.SignSessionToken("secret", "abc")
+	const key = "authtest-known-answer-secret-0123456789"
+	got := auth.SignSessionToken(key, "abc")
 	token, sig, ok := strings.Cut(got, ".")
 	if !ok || token != "abc" {
 		t.Fatalf("SignSessionToken = %q", got)
@@ -129,8 +143,9 @@ func TestSignSessionToken(t *testing.T) {
 	if raw, err := base64.StdEncoding.DecodeString(sig); err != nil || len(raw) != 32 {
 		t.Errorf("signature %q does not decode to 32 bytes: %v", sig, err)
 	}
-	// Known answer: HMAC-SHA256(key "secret", "abc"), checked with openssl.
-	const want = "abc.mUba1OAOkT/Ivo5dP34RCkqegy+D+wnDRShdeGONig4="
+	// Known answer, from openssl:
+	//   printf abc | openssl dgst -sha256 -hmac "$key" -binary | base64
+	const want = "abc.+KyFrZn+5WRUs1qE1X+b31+P4/MYKYaLBSH51+s/ndk="
 	if got != want {
 		t.Errorf("SignSessionToken = %q, want %q", got, want)
 	}

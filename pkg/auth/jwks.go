@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +36,8 @@ const (
 	// minRSABits is the smallest RSA modulus accepted (Better Auth's default
 	// is 2048).
 	minRSABits = 2048
+	// maxJWKSRedirects bounds the same-origin redirects one fetch follows.
+	maxJWKSRedirects = 3
 )
 
 // jwksVerifier checks Better Auth JWT-plugin tokens against the JWKS.
@@ -42,7 +46,7 @@ type jwksVerifier struct {
 	keys   *keySet
 }
 
-func newJWKSVerifier(cfg Config, client *http.Client, now func() time.Time) *jwksVerifier {
+func newJWKSVerifier(cfg Config, client *http.Client, now func() time.Time, log *slog.Logger) *jwksVerifier {
 	methods := make([]string, 0, len(asymmetricAlgs))
 	for alg := range asymmetricAlgs {
 		methods = append(methods, alg)
@@ -56,14 +60,14 @@ func newJWKSVerifier(cfg Config, client *http.Client, now func() time.Time) *jwk
 		parser: jwt.NewParser(opts...),
 		keys: &keySet{
 			url: cfg.JWKSURL, client: client, timeout: cfg.JWKSTimeout,
-			minRefetch: cfg.JWKSMinRefetch, backoff: backoff, now: now,
+			minRefetch: cfg.JWKSMinRefetch, backoff: backoff, now: now, log: log,
 		},
 	}
 }
 
 func (j *jwksVerifier) verify(ctx context.Context, token string) (string, error) {
-	var claims jwt.RegisteredClaims
-	_, err := j.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+	var c claims
+	_, err := j.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if err := checkHeader(t); err != nil {
 			return nil, err
 		}
@@ -83,7 +87,7 @@ func (j *jwksVerifier) verify(ctx context.Context, token string) (string, error)
 	if err != nil {
 		return "", jwtRejection(j.kindOf(token), err)
 	}
-	return checkSubject(claims.Subject)
+	return checkSubject(c.Subject)
 }
 
 func (j *jwksVerifier) kindOf(token string) string {
@@ -109,12 +113,17 @@ type keySet struct {
 	minRefetch time.Duration
 	backoff    time.Duration
 	now        func() time.Time
+	// log gets one line per failed fetch, not per lookup: while the JWKS
+	// is down, every token with an unknown kid fails, and the back-off
+	// already bounds how often a fetch runs.
+	log *slog.Logger
 
 	mu        sync.Mutex
 	keys      map[string]publicKey
 	fetchedAt time.Time // last successful fetch
 	triedAt   time.Time // last fetch attempt
 	lastErr   error     // of the last attempt
+	failures  int       // fetches failed in a row
 	inflight  *fetchCall
 }
 
@@ -194,19 +203,33 @@ func (s *keySet) fetch(ctx context.Context, call *fetchCall) {
 
 	s.mu.Lock()
 	s.lastErr = err
+	failedBefore := s.failures
 	if err == nil {
 		s.keys = keys
 		s.fetchedAt = s.now()
+		s.failures = 0
+	} else {
+		s.failures++
 	}
+	failures := s.failures
 	s.inflight = nil
 	s.mu.Unlock()
+
+	// Logged before done closes, so that whoever waited on this fetch
+	// finds it in the log. get's errors name the URL redacted.
+	if err != nil {
+		s.log.WarnContext(ctx, "JWKS fetch failed", "url", redactURL(s.url), "err", err, "failures_in_a_row", failures)
+	} else if failedBefore > 0 {
+		s.log.InfoContext(ctx, "JWKS fetch recovered", "url", redactURL(s.url), "failed_fetches", failedBefore)
+	}
 	close(call.done)
 }
 
 func (s *keySet) get(ctx context.Context) (map[string]publicKey, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return nil, err
+		// Its text would quote the whole URL, credentials included.
+		return nil, fmt.Errorf("GET %s: invalid request URL", redactURL(s.url))
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.client.Do(req)
@@ -335,6 +358,56 @@ func (k jwk) publicKey() (publicKey, error) {
 }
 
 func b64(s string) ([]byte, error) { return base64.RawURLEncoding.Strict().DecodeString(s) }
+
+// sameOriginRedirects returns a copy of c (the caller's client is left as
+// it is) that follows a redirect only to the origin of the JWKS URL, and at
+// most maxJWKSRedirects of them; c's own CheckRedirect, if any, is asked
+// after that. The key set decides whose tokens are accepted: a redirect
+// elsewhere (an open redirect on Better Auth's host, a compromised proxy)
+// must not hand that choice to another server.
+func sameOriginRedirects(c *http.Client) *http.Client {
+	cc := *c
+	next := c.CheckRedirect
+	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) > maxJWKSRedirects {
+			return fmt.Errorf("JWKS redirected more than %d times", maxJWKSRedirects)
+		}
+		if !sameOrigin(via[0].URL, req.URL) {
+			return fmt.Errorf("JWKS redirect to another origin (%s) refused", origin(req.URL))
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		return nil
+	}
+	return &cc
+}
+
+// sameOrigin compares scheme, host and port (a missing port is the
+// scheme's default).
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) &&
+		strings.EqualFold(a.Hostname(), b.Hostname()) &&
+		effectivePort(a) == effectivePort(b)
+}
+
+func effectivePort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http":
+		return "80"
+	case "https":
+		return "443"
+	}
+	return ""
+}
+
+// origin is u's scheme://host[:port], without user info, path or query.
+func origin(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
+}
 
 // redactURL is raw without user info, query and fragment, for errors that
 // reach the logs: a JWKS URL may carry credentials in either.

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"net/url"
 	"testing"
 	"time"
 )
@@ -129,5 +130,36 @@ func TestUserCacheBounded(t *testing.T) {
 	now = now.Add(time.Minute)
 	if c.fresh("over") {
 		t.Error("entry outlived its TTL")
+	}
+}
+
+func TestSameOrigin(t *testing.T) {
+	tests := []struct {
+		name string
+		a, b string
+		want bool
+	}{
+		{"same", "http://ba.test:3000/api/auth/jwks", "http://ba.test:3000/other", true},
+		{"default http port", "http://ba.test/jwks", "http://ba.test:80/jwks", true},
+		{"default https port", "https://ba.test:443/jwks", "https://ba.test/jwks", true},
+		{"host case", "https://BA.test/jwks", "https://ba.test/keys", true},
+		{"other port", "http://ba.test:3000/jwks", "http://ba.test:3001/jwks", false},
+		{"other scheme", "http://ba.test/jwks", "https://ba.test/jwks", false},
+		{"other scheme, same explicit port", "http://ba.test:8443/jwks", "https://ba.test:8443/jwks", false},
+		{"other host", "https://ba.test/jwks", "https://evil.test/jwks", false},
+		{"subdomain", "https://ba.test/jwks", "https://keys.ba.test/jwks", false},
+		{"user info does not make it the same", "https://ba.test/jwks", "https://ba.test@evil.test/jwks", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, errA := url.Parse(tc.a)
+			b, errB := url.Parse(tc.b)
+			if errA != nil || errB != nil {
+				t.Fatal(errA, errB)
+			}
+			if got := sameOrigin(a, b); got != tc.want {
+				t.Fatalf("sameOrigin(%s, %s) = %v, want %v", tc.a, tc.b, got, tc.want)
+			}
+		})
 	}
 }

@@ -48,6 +48,62 @@ func parserOptions(methods []string, skew time.Duration, now func() time.Time) [
 	}
 }
 
+// claims are the registered claims both JWT kinds use. It is
+// jwt.RegisteredClaims except that exp, nbf and iat must be JSON numbers:
+// jwt's NumericDate also takes a string holding a number ("exp":"9999999999"),
+// which RFC 7519 does not allow and no issuer we accept writes.
+type claims struct {
+	Issuer    string           `json:"iss"`
+	Subject   string           `json:"sub"`
+	Audience  jwt.ClaimStrings `json:"aud"`
+	ExpiresAt *numericDate     `json:"exp"`
+	NotBefore *numericDate     `json:"nbf"`
+	IssuedAt  *numericDate     `json:"iat"`
+}
+
+// GetExpirationTime implements jwt.Claims.
+func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.date(), nil }
+
+// GetNotBefore implements jwt.Claims.
+func (c *claims) GetNotBefore() (*jwt.NumericDate, error) { return c.NotBefore.date(), nil }
+
+// GetIssuedAt implements jwt.Claims.
+func (c *claims) GetIssuedAt() (*jwt.NumericDate, error) { return c.IssuedAt.date(), nil }
+
+// GetIssuer implements jwt.Claims.
+func (c *claims) GetIssuer() (string, error) { return c.Issuer, nil }
+
+// GetSubject implements jwt.Claims.
+func (c *claims) GetSubject() (string, error) { return c.Subject, nil }
+
+// GetAudience implements jwt.Claims.
+func (c *claims) GetAudience() (jwt.ClaimStrings, error) { return c.Audience, nil }
+
+// numericDate is a jwt.NumericDate that only a JSON number decodes into.
+// (A JSON null leaves the claim's pointer nil: the claim is absent.)
+type numericDate struct{ jwt.NumericDate }
+
+// errTimeClaimNotNumber rejects exp, nbf or iat given as anything but a
+// JSON number.
+var errTimeClaimNotNumber = errors.New("exp, nbf and iat must be JSON numbers")
+
+// UnmarshalJSON refuses anything but a number, then decodes as jwt does.
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	// encoding/json hands over the value alone, without surrounding space; a
+	// JSON number, and nothing else, starts with '-' or a digit.
+	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
+		return errTimeClaimNotNumber
+	}
+	return d.NumericDate.UnmarshalJSON(b)
+}
+
+func (d *numericDate) date() *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	return &d.NumericDate
+}
+
 // hs256Verifier checks the todo app's HS256 tokens.
 type hs256Verifier struct {
 	parser *jwt.Parser
@@ -66,8 +122,8 @@ func newHS256Verifier(cfg Config, now func() time.Time) *hs256Verifier {
 }
 
 func (h *hs256Verifier) verify(token string) (string, error) {
-	var claims jwt.RegisteredClaims
-	_, err := h.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+	var c claims
+	_, err := h.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if err := checkHeader(t); err != nil {
 			return nil, err
 		}
@@ -76,7 +132,7 @@ func (h *hs256Verifier) verify(token string) (string, error) {
 	if err != nil {
 		return "", jwtRejection("HS256", err)
 	}
-	return checkSubject(claims.Subject)
+	return checkSubject(c.Subject)
 }
 
 // checkHeader rejects headers asking for processing we do not do.
@@ -105,6 +161,8 @@ func jwtRejection(kind string, err error) error {
 		return err
 	case errors.Is(err, errCritHeader), errors.Is(err, errUnknownKid), errors.Is(err, errNoKid), errors.Is(err, errKeyAlg):
 		reason = unwrapKeyfunc(err)
+	case errors.Is(err, errTimeClaimNotNumber):
+		reason = errTimeClaimNotNumber.Error()
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		reason = "malformed token"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):

@@ -30,20 +30,23 @@ func sessionMAC(secret, token string) []byte {
 // contain '.', so a value with one must carry a valid signature: it is never
 // retried as a bare token.
 func (v *Verifier) verifySession(ctx context.Context, value string, requireSignature bool) (string, error) {
-	token := value
-	if i := strings.LastIndexByte(value, '.'); i >= 0 {
+	token, sig, signed := cutSignature(value)
+	// The alphabet is checked first, before the signature and long before
+	// the query: a token no id generator makes is never worth a lookup, and
+	// keeping quotes and backslashes away from the SQL text is what makes a
+	// bare token safe whatever the connection's string-literal settings are.
+	if !plausibleSessionToken(token) {
+		return "", unauthorized("malformed session token")
+	}
+	if signed {
 		if v.cfg.Secret == "" {
 			return "", unauthorized("signed session token but no BETTER_AUTH_SECRET configured")
 		}
-		token = value[:i]
-		if !validSessionSignature(v.cfg.Secret, token, value[i+1:]) {
+		if !validSessionSignature(v.cfg.Secret, token, sig) {
 			return "", unauthorized("bad session token signature")
 		}
 	} else if requireSignature {
 		return "", unauthorized("unsigned session token")
-	}
-	if !plausibleSessionToken(token) {
-		return "", unauthorized("malformed session token")
 	}
 	userID, err := v.store.SessionUser(ctx, token, v.now())
 	if err != nil {
@@ -53,6 +56,16 @@ func (v *Verifier) verifySession(ctx context.Context, value string, requireSigna
 		return "", unauthorized("no active session for token")
 	}
 	return userID, nil
+}
+
+// cutSignature splits "<token>.<signature>" at its last '.'; signed is
+// false for a bare token.
+func cutSignature(value string) (token, sig string, signed bool) {
+	i := strings.LastIndexByte(value, '.')
+	if i < 0 {
+		return value, "", false
+	}
+	return value[:i], value[i+1:], true
 }
 
 // validSessionSignature checks sig against HMAC-SHA256(secret, token) in
@@ -80,15 +93,19 @@ func validSessionSignature(secret, token, sig string) bool {
 	return hmac.Equal(got, sessionMAC(secret, token))
 }
 
-// plausibleSessionToken rejects tokens no Better Auth id generator makes
-// (empty, overlong, control characters or spaces) before they reach the
-// database.
+// plausibleSessionToken reports whether token could have come from an id
+// generator Better Auth uses: its own generateId makes [A-Za-z0-9], and the
+// other common ones (nanoid, base64url) add only '-' and '_'. Everything
+// else (quotes, backslashes, '$', parentheses, spaces, controls, non-ASCII)
+// is refused before the token reaches the database.
 func plausibleSessionToken(token string) bool {
 	if token == "" || len(token) > maxSessionTokenLength {
 		return false
 	}
 	for i := 0; i < len(token); i++ {
-		if c := token[i]; c <= ' ' || c > '~' {
+		switch c := token[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
 			return false
 		}
 	}

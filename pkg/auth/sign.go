@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -23,10 +24,16 @@ type TokenClaims struct {
 
 // SignHS256 mints an HS256 token like the todo app's /api/auth/token route:
 // claims sub, email, name, iat, exp (plus iss and aud when given), signed
-// with secret (BETTER_AUTH_SECRET).
+// with secret (BETTER_AUTH_SECRET), which must be at least MinSecretLength
+// bytes.
 func SignHS256(secret string, c TokenClaims) (string, error) {
 	if secret == "" {
 		return "", errors.New("sign token: empty secret")
+	}
+	// A token signed with a short secret gives the secret away to anyone
+	// who can run an offline search, and the API would refuse the secret.
+	if err := checkSecret(secret); err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
 	}
 	if c.UserID == "" {
 		return "", errors.New("sign token: empty user id")

@@ -19,18 +19,24 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
-// ErrNotFound is returned by the Delete methods when no row matched.
-// The lookups used for authentication (UserExists, SessionUser) report
-// "not found" as false / "" with a nil error instead.
+// ErrNotFound is returned by GetUser, UpdateUser and the Delete methods when
+// no row matched. The lookups used for authentication (UserExists,
+// SessionUser) report "not found" as false / "" with a nil error instead.
 var ErrNotFound = errors.New("authstore: not found")
 
-// DefaultListLimit is the page size ListUsers and ListSessions use when
-// given a limit <= 0.
+// ErrEmailTaken is returned (wrapped) by CreateUser and UpdateUser when
+// another user already has the email: Better Auth signs users in by email,
+// so the schema keeps it unique. Nothing was written.
+var ErrEmailTaken = errors.New("authstore: email belongs to another user")
+
+// DefaultListLimit is the page size ListUsers, ListSessions and
+// ListAccounts use when given a limit <= 0.
 const DefaultListLimit = 100
 
 // User is a row of Better Auth's "user" table.
@@ -65,6 +71,39 @@ type Session struct {
 // rule: "expiresAt" strictly after now).
 func (s Session) Active(now time.Time) bool { return s.ExpiresAt.After(now) }
 
+// Account is a row of Better Auth's account table: one way a user signs in.
+// ProviderID is "credential" for email and password, or an OAuth provider
+// ("google", "github", …) whose own id for the user is AccountID.
+//
+// It deliberately has no fields for the credential columns ("accessToken",
+// "refreshToken", "idToken", "password"): taskchat never needs them, and a
+// column the model does not map is never selected, so it cannot be printed,
+// logged or encoded by mistake.
+type Account struct {
+	bun.BaseModel `bun:"table:account,alias:a"`
+
+	ID                    string     `bun:"id,pk" json:"id"`
+	AccountID             string     `bun:"accountId,notnull" json:"accountId"`
+	ProviderID            string     `bun:"providerId,notnull" json:"providerId"`
+	UserID                string     `bun:"userId,notnull" json:"userId"`
+	AccessTokenExpiresAt  *time.Time `bun:"accessTokenExpiresAt" json:"accessTokenExpiresAt,omitempty"`
+	RefreshTokenExpiresAt *time.Time `bun:"refreshTokenExpiresAt" json:"refreshTokenExpiresAt,omitempty"`
+	Scope                 *string    `bun:"scope" json:"scope,omitempty"`
+	Issuer                *string    `bun:"issuer" json:"issuer,omitempty"`
+	CreatedAt             time.Time  `bun:"createdAt,nullzero,notnull" json:"createdAt"`
+	UpdatedAt             time.Time  `bun:"updatedAt,nullzero,notnull" json:"updatedAt"`
+}
+
+// UserPatch holds the fields UpdateUser changes; a nil field stays as it is.
+type UserPatch struct {
+	Name          *string
+	Email         *string
+	EmailVerified *bool
+}
+
+// Empty reports whether the patch changes nothing.
+func (p UserPatch) Empty() bool { return p.Name == nil && p.Email == nil && p.EmailVerified == nil }
+
 // Store reads and writes Better Auth's tables. It holds a bun.IDB, so it
 // works on a pool or inside a transaction; it is safe for concurrent use
 // when its IDB is. Errors name the operation; when the database could not
@@ -84,6 +123,15 @@ func (s *Store) UserExists(ctx context.Context, id string) (bool, error) {
 		return false, wrap("user exists", err)
 	}
 	return ok, nil
+}
+
+// GetUser returns the user with id, or ErrNotFound.
+func (s *Store) GetUser(ctx context.Context, id string) (*User, error) {
+	u := new(User)
+	if err := s.db.NewSelect().Model(u).Where("u.id = ?", id).Scan(ctx); err != nil {
+		return nil, translate("get user", err)
+	}
+	return u, nil
 }
 
 // SessionUser returns the "userId" of the session whose token is token and
@@ -120,7 +168,7 @@ func (s *Store) CreateUser(ctx context.Context, u *User) error {
 		u.UpdatedAt = now
 	}
 	if _, err := s.db.NewInsert().Model(u).Exec(ctx); err != nil {
-		return wrap("insert user", err)
+		return translate("insert user", err)
 	}
 	return nil
 }
@@ -172,13 +220,15 @@ func (s *Store) ListUsers(ctx context.Context, limit int) ([]User, error) {
 
 // ListSessions returns up to limit sessions of userID (of every user when
 // userID is ""), newest first, expired ones included (see Session.Active);
-// DefaultListLimit when limit <= 0.
+// DefaultListLimit when limit <= 0. Token is left empty: a listing is for
+// people to read, and the token column is never even selected.
 func (s *Store) ListSessions(ctx context.Context, userID string, limit int) ([]Session, error) {
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
 	sessions := []Session{}
 	q := s.db.NewSelect().Model(&sessions).
+		ExcludeColumn("token").
 		OrderExpr("? DESC, ? DESC", bun.Ident("s.createdAt"), bun.Ident("s.id")).
 		Limit(int64(limit))
 	if userID != "" {
@@ -188,6 +238,83 @@ func (s *Store) ListSessions(ctx context.Context, userID string, limit int) ([]S
 		return nil, wrap("list sessions", err)
 	}
 	return sessions, nil
+}
+
+// CreateAccount inserts a. An empty ID gets a new Better Auth style id
+// (NewID); zero CreatedAt/UpdatedAt become the current time. UserID,
+// ProviderID and AccountID must be set. The credential columns stay NULL
+// (see Account).
+func (s *Store) CreateAccount(ctx context.Context, a *Account) error {
+	if a.UserID == "" || a.ProviderID == "" || a.AccountID == "" {
+		return errors.New("insert account: user id, provider id and account id are required")
+	}
+	if a.ID == "" {
+		a.ID = NewID()
+	}
+	now := time.Now().UTC()
+	if a.CreatedAt.IsZero() {
+		a.CreatedAt = now
+	}
+	if a.UpdatedAt.IsZero() {
+		a.UpdatedAt = now
+	}
+	if _, err := s.db.NewInsert().Model(a).Exec(ctx); err != nil {
+		return translate("insert account", err)
+	}
+	return nil
+}
+
+// ListAccounts returns up to limit accounts of userID (of every user when
+// userID is ""), newest first; DefaultListLimit when limit <= 0.
+func (s *Store) ListAccounts(ctx context.Context, userID string, limit int) ([]Account, error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	accounts := []Account{}
+	q := s.db.NewSelect().Model(&accounts).
+		OrderExpr("? DESC, ? DESC", bun.Ident("a.createdAt"), bun.Ident("a.id")).
+		Limit(int64(limit))
+	if userID != "" {
+		q = q.Where("? = ?", bun.Ident("a.userId"), userID)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, wrap("list accounts", err)
+	}
+	return accounts, nil
+}
+
+// UpdateUser applies patch to the user with id in one statement, sets
+// "updatedAt" to the database's now() (the clock of the column defaults) and
+// returns the updated row. It returns ErrNotFound when there is no such user
+// and an error wrapping ErrEmailTaken when another user has patch.Email; in
+// both cases nothing changed. An empty patch is an error: touching only
+// "updatedAt" is never what a caller means.
+func (s *Store) UpdateUser(ctx context.Context, id string, patch UserPatch) (*User, error) {
+	if patch.Empty() {
+		return nil, errors.New("update user: nothing to change")
+	}
+	u := new(User)
+	q := s.db.NewUpdate().Model(u).
+		Set("? = now()", bun.Ident("updatedAt")).
+		Where("? = ?", bun.Ident("u.id"), id).
+		Returning("*")
+	if patch.Name != nil {
+		q = q.Set("name = ?", *patch.Name)
+	}
+	if patch.Email != nil {
+		q = q.Set("email = ?", *patch.Email)
+	}
+	if patch.EmailVerified != nil {
+		q = q.Set("? = ?", bun.Ident("emailVerified"), *patch.EmailVerified)
+	}
+	res, err := q.Exec(ctx)
+	if err != nil {
+		return nil, translate("update user", err)
+	}
+	if err := affected("update user", res); err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
 // DeleteUser deletes the user with id; the database cascades to its
@@ -208,6 +335,23 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 		return wrap("delete session", err)
 	}
 	return affected("delete session", res)
+}
+
+// emailConstraint is the unique index on "user".email (schema/auth.pg.hcl).
+const emailConstraint = "user_email_key"
+
+// translate maps a driver error to the package's sentinels (no row →
+// ErrNotFound, the email's unique index → ErrEmailTaken), so callers decide
+// on them without parsing SQLSTATE codes; anything else is wrapped with op.
+func translate(op string, err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == emailConstraint { // unique_violation
+		return fmt.Errorf("%s: %w", op, ErrEmailTaken)
+	}
+	return wrap(op, err)
 }
 
 func affected(op string, res sql.Result) error {

@@ -1,150 +1,241 @@
-// Package config loads taskchat's configuration from the environment, once,
-// into one typed struct. Other packages receive the typed sections; none of
-// them reads the environment.
+// Package config reads taskchat's configuration from the environment. A
+// Reader parses each variable once, collects every problem so that all of
+// them are reported together at start-up, and remembers what it read, so
+// that the start-up log shows every variable (secrets masked) by
+// construction.
+//
+// Each package owns its configuration type and its Validate method
+// (pgdb.Config, auth.Config, httpapi.Config, …); this package only turns
+// environment variables into those types. The service commands compose the
+// sections they need; config itself imports no edge (no Fiber, no NATS), so
+// chatctl links neither.
 package config
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/taskchat/taskchat/pkg/auth"
-	"github.com/taskchat/taskchat/pkg/httpapi"
-	"github.com/taskchat/taskchat/pkg/pgdb"
 )
-
-// Config is the configuration of the API (cmd/api, cmd/chatd).
-type Config struct {
-	// HTTPAddr is where the API listens (HTTP_ADDR).
-	HTTPAddr string
-	// LogLevel is debug, info, warn or error (LOG_LEVEL).
-	LogLevel slog.Level
-	// LogFormat is json or text (LOG_FORMAT).
-	LogFormat string
-	// ShutdownTimeout bounds a graceful shutdown (SHUTDOWN_TIMEOUT).
-	ShutdownTimeout time.Duration
-	// ApplySchema applies the embedded schema at start-up (APPLY_SCHEMA).
-	ApplySchema bool
-	// AtlasDevURL is the scratch database for schema normalisation (ATLAS_DEV_URL).
-	AtlasDevURL string
-
-	DB   pgdb.Config
-	Auth auth.Config
-	HTTP httpapi.Config
-}
 
 // Getenv looks a variable up; os.Getenv fits, and tests pass a map's lookup.
 type Getenv func(key string) string
 
-// Load reads and validates the API's configuration. All problems are
-// reported together.
-func Load(getenv Getenv) (Config, error) {
-	r := reader{getenv: getenv}
-	cfg := Config{
-		HTTPAddr:        r.str("HTTP_ADDR", ":8080"),
-		LogLevel:        r.level("LOG_LEVEL", slog.LevelInfo),
-		LogFormat:       r.oneOf("LOG_FORMAT", "json", "json", "text"),
-		ShutdownTimeout: r.duration("SHUTDOWN_TIMEOUT", 15*time.Second),
-		ApplySchema:     r.boolean("APPLY_SCHEMA", false),
-		AtlasDevURL:     r.str("ATLAS_DEV_URL", ""),
-		DB:              r.database(),
-		Auth: auth.Config{
-			Secret:                  r.str("BETTER_AUTH_SECRET", ""),
-			BetterAuthURL:           r.str("BETTER_AUTH_URL", ""),
-			JWKSURL:                 r.str("JWKS_URL", ""),
-			JWKSIssuer:              r.str("BETTER_AUTH_JWT_ISSUER", ""),
-			JWKSAudience:            r.str("BETTER_AUTH_JWT_AUDIENCE", ""),
-			JWTIssuer:               r.str("JWT_ISSUER", ""),
-			JWTAudience:             r.str("JWT_AUDIENCE", ""),
-			RequireSessionSignature: r.boolean("AUTH_SESSION_REQUIRE_SIGNATURE", false),
-			ClockSkew:               60 * time.Second,
-			UserCacheTTL:            r.duration("AUTH_USER_CACHE_TTL", 60*time.Second),
-			JWKSMinRefetch:          30 * time.Second,
-			JWKSTimeout:             r.duration("JWKS_TIMEOUT", 5*time.Second),
-		},
-		HTTP: httpapi.Config{
-			BodyLimit:      r.size("HTTP_BODY_LIMIT", 64<<10),
-			CORSOrigins:    r.list("CORS_ORIGINS"),
-			TrustedProxies: r.list("HTTP_TRUSTED_PROXIES"),
-		},
+// Kinds of display of a variable's value in the start-up log.
+type display int
+
+const (
+	plain  display = iota // shown as is
+	secret                // never shown: "set (N bytes)" or ""
+	urlish                // a URL with its credentials masked (MaskURL)
+)
+
+// Var is one variable a Reader read, as the start-up log shows it.
+type Var struct {
+	// Name is the environment variable.
+	Name string
+	// Shown is its value for the log: as set (or the default when unset),
+	// with secrets and URL credentials masked.
+	Shown string
+}
+
+// Reader parses environment variables. It records every problem (Err
+// returns them joined) and every variable read (Vars). It is not safe for
+// concurrent use; a command makes one at start-up.
+type Reader struct {
+	getenv Getenv
+	errs   []error
+	vars   []Var
+	seen   map[string]bool
+}
+
+// NewReader returns a Reader over getenv.
+func NewReader(getenv Getenv) *Reader {
+	return &Reader{getenv: getenv, seen: map[string]bool{}}
+}
+
+// raw returns the trimmed value of key and records it for the log.
+func (r *Reader) raw(key string, def string, d display) string {
+	v := strings.TrimSpace(r.getenv(key))
+	shown := v
+	if shown == "" {
+		shown = def
 	}
-	for _, p := range cfg.HTTP.TrustedProxies {
-		if _, err := netip.ParsePrefix(p); err != nil {
-			if _, err := netip.ParseAddr(p); err != nil {
-				r.fail("HTTP_TRUSTED_PROXIES", fmt.Sprintf("%q is not an IP address or CIDR", p))
-			}
-		}
+	switch d {
+	case secret:
+		shown = maskSecret(v)
+	case urlish:
+		shown = MaskURL(shown)
 	}
-	if err := cfg.HTTP.Validate(); err != nil {
+	if !r.seen[key] {
+		r.seen[key] = true
+		r.vars = append(r.vars, Var{Name: key, Shown: shown})
+	}
+	return v
+}
+
+// Fail records a problem with variable key.
+func (r *Reader) Fail(key, msg string) {
+	r.errs = append(r.errs, fmt.Errorf("%s %s", key, msg))
+}
+
+// Check records err (a section's Validate result) when it is not nil.
+func (r *Reader) Check(err error) {
+	if err != nil {
 		r.errs = append(r.errs, err)
 	}
-	if cfg.Auth.UserCacheTTL > 60*time.Second {
-		r.fail("AUTH_USER_CACHE_TTL", "must be at most 60s (a deleted user's token must stop working within a minute)")
+}
+
+// Err returns every recorded problem, or nil.
+func (r *Reader) Err() error {
+	if len(r.errs) == 0 {
+		return nil
 	}
-	if err := cfg.Auth.Validate(); err != nil {
-		r.errs = append(r.errs, err)
+	return fmt.Errorf("configuration: %w", errors.Join(r.errs...))
+}
+
+// Vars returns the variables read so far, in the order first read.
+func (r *Reader) Vars() []Var { return append([]Var(nil), r.vars...) }
+
+// LogValue renders every variable read, masked, for the start-up log.
+func (r *Reader) LogValue() slog.Value {
+	attrs := make([]slog.Attr, len(r.vars))
+	for i, v := range r.vars {
+		attrs[i] = slog.String(v.Name, v.Shown)
 	}
-	if cfg.HTTP.BodyLimit < 1024 || cfg.HTTP.BodyLimit > 4<<20 {
-		r.fail("HTTP_BODY_LIMIT", "must be between 1KiB and 4MiB")
+	return slog.GroupValue(attrs...)
+}
+
+// String returns key's value, or def when it is unset or blank.
+func (r *Reader) String(key, def string) string {
+	if v := r.raw(key, def, plain); v != "" {
+		return v
 	}
-	for _, o := range cfg.HTTP.CORSOrigins {
-		if o != "*" && !validOrigin(o) {
-			r.fail("CORS_ORIGINS", fmt.Sprintf("%q is not an origin like https://app.example.com", o))
+	return def
+}
+
+// Secret returns key's value; the log shows only whether it is set and its
+// length.
+func (r *Reader) Secret(key string) string { return r.raw(key, "", secret) }
+
+// URL returns key's value, or def; the log shows it with its credentials
+// masked. It does not check the value: the section's Validate does.
+func (r *Reader) URL(key, def string) string {
+	if v := r.raw(key, def, urlish); v != "" {
+		return v
+	}
+	return def
+}
+
+// Int returns key's value as an integer, or def when unset.
+func (r *Reader) Int(key string, def int) int {
+	v := r.raw(key, strconv.Itoa(def), plain)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		r.Fail(key, fmt.Sprintf("must be an integer, got %q", v))
+		return def
+	}
+	return n
+}
+
+// Duration returns key's value as a positive duration ("30s", "1m"), or
+// def when unset.
+func (r *Reader) Duration(key string, def time.Duration) time.Duration {
+	v := r.raw(key, def.String(), plain)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		r.Fail(key, fmt.Sprintf("must be a positive duration like 30s, got %q", v))
+		return def
+	}
+	return d
+}
+
+// Bool returns key's value as a boolean (true/false, 1/0), or def when unset.
+func (r *Reader) Bool(key string, def bool) bool {
+	v := r.raw(key, strconv.FormatBool(def), plain)
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.Fail(key, fmt.Sprintf("must be true or false, got %q", v))
+		return def
+	}
+	return b
+}
+
+// Level returns key's value as a log level (debug, info, warn, error).
+func (r *Reader) Level(key string, def slog.Level) slog.Level {
+	v := r.raw(key, strings.ToLower(def.String()), plain)
+	if v == "" {
+		return def
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		r.Fail(key, fmt.Sprintf("must be debug, info, warn or error, got %q", v))
+		return def
+	}
+	return l
+}
+
+// OneOf returns key's value, lower-cased, which must be one of allowed; def
+// when unset.
+func (r *Reader) OneOf(key, def string, allowed ...string) string {
+	v := strings.ToLower(r.String(key, def))
+	for _, a := range allowed {
+		if v == a {
+			return v
 		}
 	}
-	return cfg, r.err()
+	r.Fail(key, fmt.Sprintf("must be one of %s, got %q", strings.Join(allowed, ", "), v))
+	return def
 }
 
-// Variables lists every environment variable Load reads, sorted; the
-// deployment files are checked against it.
-func Variables() []string {
-	seen := map[string]bool{}
-	_, _ = Load(func(key string) string {
-		seen[key] = true
-		return ""
-	})
-	keys := make([]string, 0, len(seen))
-	for k := range seen {
-		keys = append(keys, k)
+// Size returns key's value as a byte count: 65536, 64KiB, 1MiB (KB, MB, k
+// and m are read as binary units too); def when unset.
+func (r *Reader) Size(key string, def int) int {
+	v := r.raw(key, strconv.Itoa(def), plain)
+	if v == "" {
+		return def
 	}
-	sort.Strings(keys)
-	return keys
+	mult := 1
+	lower := strings.ToLower(v)
+	for _, s := range []struct {
+		suffix string
+		mult   int
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"k", 1 << 10}, {"m", 1 << 20}} {
+		if strings.HasSuffix(lower, s.suffix) {
+			lower, mult = strings.TrimSpace(strings.TrimSuffix(lower, s.suffix)), s.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(lower)
+	if err != nil || n <= 0 || n > 1<<30/mult {
+		r.Fail(key, fmt.Sprintf("must be a size like 65536 or 64KiB, got %q", v))
+		return def
+	}
+	return n * mult
 }
 
-// LoadDatabase reads only what chatctl's database commands need.
-func LoadDatabase(getenv Getenv) (pgdb.Config, string, error) {
-	r := reader{getenv: getenv}
-	db := r.database()
-	dev := r.str("ATLAS_DEV_URL", "")
-	return db, dev, r.err()
-}
-
-// LogValue renders the configuration for the start-up log with every secret
-// masked.
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("http_addr", c.HTTPAddr),
-		slog.String("log_level", c.LogLevel.String()),
-		slog.String("database_url", MaskURL(c.DB.URL)),
-		slog.String("atlas_dev_url", MaskURL(c.AtlasDevURL)),
-		slog.Int("db_max_conns", c.DB.MaxConns),
-		slog.Duration("db_statement_timeout", c.DB.StatementTimeout),
-		slog.String("better_auth_secret", mask(c.Auth.Secret)),
-		slog.String("better_auth_url", MaskURL(c.Auth.BetterAuthURL)),
-		slog.String("jwks_url", MaskURL(c.Auth.JWKSURL)),
-		slog.String("jwt_issuer", c.Auth.JWTIssuer),
-		slog.String("jwt_audience", c.Auth.JWTAudience),
-		slog.Bool("auth_session_require_signature", c.Auth.RequireSessionSignature),
-		slog.Int("http_body_limit", c.HTTP.BodyLimit),
-		slog.String("cors_origins", strings.Join(c.HTTP.CORSOrigins, ",")),
-		slog.Bool("apply_schema", c.ApplySchema),
-	)
+// List returns key's comma-separated values, each trimmed; empty entries
+// are dropped.
+func (r *Reader) List(key string) []string {
+	var out []string
+	for _, p := range strings.Split(r.raw(key, "", plain), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // MaskURL hides the credentials of a URL: the password, and the password,
@@ -177,151 +268,9 @@ func MaskURL(raw string) string {
 	return u.String()
 }
 
-func mask(secret string) string {
-	if secret == "" {
+func maskSecret(s string) string {
+	if s == "" {
 		return ""
 	}
-	return "set (" + strconv.Itoa(len(secret)) + " bytes)"
-}
-
-func validOrigin(o string) bool {
-	u, err := url.Parse(o)
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && (u.Path == "" || u.Path == "/") && u.RawQuery == ""
-}
-
-// reader parses variables and collects every problem.
-type reader struct {
-	getenv Getenv
-	errs   []error
-}
-
-func (r *reader) fail(key, msg string) {
-	r.errs = append(r.errs, fmt.Errorf("%s %s", key, msg))
-}
-
-func (r *reader) err() error {
-	if len(r.errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("configuration: %w", errors.Join(r.errs...))
-}
-
-func (r *reader) str(key, def string) string {
-	if v := strings.TrimSpace(r.getenv(key)); v != "" {
-		return v
-	}
-	return def
-}
-
-func (r *reader) database() pgdb.Config {
-	cfg := pgdb.Config{
-		URL:              r.str("DATABASE_URL", ""),
-		MaxConns:         r.integer("DB_MAX_CONNS", 10, 1, 100),
-		StatementTimeout: r.duration("DB_STATEMENT_TIMEOUT", 15*time.Second),
-		IdleInTxTimeout:  r.duration("DB_IDLE_IN_TX_TIMEOUT", 30*time.Second),
-	}
-	if cfg.URL == "" {
-		r.fail("DATABASE_URL", "is required (e.g. postgres://postgres@127.0.0.1:5432/taskchat?sslmode=disable)")
-	} else if u, err := url.Parse(cfg.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		r.fail("DATABASE_URL", "must be a postgres:// URL")
-	}
-	return cfg
-}
-
-func (r *reader) integer(key string, def, lo, hi int) int {
-	v := r.getenv(key)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n < lo || n > hi {
-		r.fail(key, fmt.Sprintf("must be an integer from %d to %d, got %q", lo, hi, v))
-		return def
-	}
-	return n
-}
-
-func (r *reader) duration(key string, def time.Duration) time.Duration {
-	v := r.getenv(key)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(strings.TrimSpace(v))
-	if err != nil || d <= 0 {
-		r.fail(key, fmt.Sprintf("must be a positive duration like 30s, got %q", v))
-		return def
-	}
-	return d
-}
-
-func (r *reader) boolean(key string, def bool) bool {
-	v := r.getenv(key)
-	if v == "" {
-		return def
-	}
-	b, err := strconv.ParseBool(strings.TrimSpace(v))
-	if err != nil {
-		r.fail(key, fmt.Sprintf("must be true or false, got %q", v))
-		return def
-	}
-	return b
-}
-
-func (r *reader) level(key string, def slog.Level) slog.Level {
-	v := r.getenv(key)
-	if v == "" {
-		return def
-	}
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.TrimSpace(v))); err != nil {
-		r.fail(key, fmt.Sprintf("must be debug, info, warn or error, got %q", v))
-		return def
-	}
-	return l
-}
-
-func (r *reader) oneOf(key, def string, allowed ...string) string {
-	v := strings.ToLower(r.str(key, def))
-	for _, a := range allowed {
-		if v == a {
-			return v
-		}
-	}
-	r.fail(key, fmt.Sprintf("must be one of %s, got %q", strings.Join(allowed, ", "), v))
-	return def
-}
-
-// size parses a byte count: 65536, 64KiB, 1MiB (also KB/MB/k/m as binary).
-func (r *reader) size(key string, def int) int {
-	v := strings.TrimSpace(r.getenv(key))
-	if v == "" {
-		return def
-	}
-	mult := 1
-	lower := strings.ToLower(v)
-	for _, s := range []struct {
-		suffix string
-		mult   int
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"k", 1 << 10}, {"m", 1 << 20}} {
-		if strings.HasSuffix(lower, s.suffix) {
-			lower, mult = strings.TrimSpace(strings.TrimSuffix(lower, s.suffix)), s.mult
-			break
-		}
-	}
-	n, err := strconv.Atoi(lower)
-	if err != nil || n <= 0 {
-		r.fail(key, fmt.Sprintf("must be a size like 65536 or 64KiB, got %q", v))
-		return def
-	}
-	return n * mult
-}
-
-func (r *reader) list(key string) []string {
-	var out []string
-	for _, p := range strings.Split(r.getenv(key), ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, strings.TrimSuffix(p, "/"))
-		}
-	}
-	return out
+	return "set (" + strconv.Itoa(len(s)) + " bytes)"
 }

@@ -1,8 +1,9 @@
 package config_test
 
 import (
+	"bytes"
 	"log/slog"
-	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,93 +15,143 @@ func env(m map[string]string) config.Getenv {
 	return func(k string) string { return m[k] }
 }
 
-func base() map[string]string {
-	return map[string]string{
-		"DATABASE_URL":       "postgres://app:hunter2@db.internal:5432/taskchat?sslmode=disable",
-		"BETTER_AUTH_SECRET": "a-secret-of-reasonable-length-0123456789",
+func TestReaderParsesEveryKind(t *testing.T) {
+	r := config.NewReader(env(map[string]string{
+		"S": "  text  ", "I": "42", "D": "1m30s", "B": "true", "L": "debug",
+		"O": "TEXT", "Z": "128KiB", "LIST": " a, ,b ,", "U": "postgres://u:pw@h/db",
+	}))
+	if got := r.String("S", "def"); got != "text" {
+		t.Errorf("String = %q (values are trimmed)", got)
+	}
+	if got := r.String("UNSET", "def"); got != "def" {
+		t.Errorf("String of an unset variable = %q, want the default", got)
+	}
+	if got := r.Int("I", 1); got != 42 {
+		t.Errorf("Int = %d", got)
+	}
+	if got := r.Duration("D", time.Second); got != 90*time.Second {
+		t.Errorf("Duration = %s", got)
+	}
+	if !r.Bool("B", false) {
+		t.Error("Bool = false")
+	}
+	if got := r.Level("L", slog.LevelInfo); got != slog.LevelDebug {
+		t.Errorf("Level = %s", got)
+	}
+	if got := r.OneOf("O", "json", "json", "text"); got != "text" {
+		t.Errorf("OneOf = %q (case-insensitive)", got)
+	}
+	if got := r.Size("Z", 1); got != 128<<10 {
+		t.Errorf("Size = %d", got)
+	}
+	if got := strings.Join(r.List("LIST"), "|"); got != "a|b" {
+		t.Errorf("List = %q", got)
+	}
+	if got := r.URL("U", ""); got != "postgres://u:pw@h/db" {
+		t.Errorf("URL = %q (the value itself is not masked, only its log form)", got)
+	}
+	if err := r.Err(); err != nil {
+		t.Fatalf("Err = %v", err)
 	}
 }
 
-func TestLoadDefaults(t *testing.T) {
-	cfg, err := config.Load(env(base()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.HTTPAddr != ":8080" || cfg.HTTP.BodyLimit != 64<<10 || cfg.DB.MaxConns != 10 ||
-		cfg.Auth.ClockSkew != time.Minute || cfg.Auth.UserCacheTTL != time.Minute || cfg.LogLevel != slog.LevelInfo {
-		t.Fatalf("unexpected defaults: %+v", cfg)
-	}
-}
-
-func TestLoadParsesEveryKind(t *testing.T) {
-	m := base()
-	m["HTTP_ADDR"] = "127.0.0.1:9000"
-	m["HTTP_BODY_LIMIT"] = "128KiB"
-	m["DB_MAX_CONNS"] = "20"
-	m["DB_STATEMENT_TIMEOUT"] = "5s"
-	m["LOG_LEVEL"] = "debug"
-	m["CORS_ORIGINS"] = "https://a.example.com, http://localhost:3000/"
-	m["AUTH_SESSION_REQUIRE_SIGNATURE"] = "true"
-	cfg, err := config.Load(env(m))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.HTTPAddr != "127.0.0.1:9000" || cfg.HTTP.BodyLimit != 128<<10 || cfg.DB.MaxConns != 20 ||
-		cfg.DB.StatementTimeout != 5*time.Second || cfg.LogLevel != slog.LevelDebug || !cfg.Auth.RequireSessionSignature {
-		t.Fatalf("parsed config: %+v", cfg)
-	}
-	if got := strings.Join(cfg.HTTP.CORSOrigins, " "); got != "https://a.example.com http://localhost:3000" {
-		t.Fatalf("CORS origins = %q", got)
-	}
-}
-
-func TestLoadReportsEveryProblem(t *testing.T) {
-	m := map[string]string{
-		"DB_MAX_CONNS":         "0",
-		"HTTP_BODY_LIMIT":      "lots",
-		"LOG_LEVEL":            "loud",
-		"CORS_ORIGINS":         "not a url",
-		"HTTP_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal",
-	}
-	_, err := config.Load(env(m))
+func TestReaderReportsEveryProblemOnce(t *testing.T) {
+	r := config.NewReader(env(map[string]string{
+		"I": "many", "D": "-1s", "B": "perhaps", "L": "loud", "O": "xml", "Z": "lots",
+	}))
+	r.Int("I", 1)
+	r.Duration("D", time.Second)
+	r.Bool("B", false)
+	r.Level("L", slog.LevelInfo)
+	r.OneOf("O", "json", "json", "text")
+	r.Size("Z", 1)
+	r.Fail("X", "is wrong")
+	err := r.Err()
 	if err == nil {
-		t.Fatal("Load accepted a broken environment")
+		t.Fatal("no error for a broken environment")
 	}
-	for _, want := range []string{"DATABASE_URL", "DB_MAX_CONNS", "HTTP_BODY_LIMIT", "LOG_LEVEL", "CORS_ORIGINS", "BETTER_AUTH_SECRET", "HTTP_TRUSTED_PROXIES"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error does not mention %s: %v", want, err)
+	for _, name := range []string{"I ", "D ", "B ", "L ", "O ", "Z ", "X "} {
+		if n := strings.Count(err.Error(), "\n"+name) + strings.Count(err.Error(), ": "+name); n != 1 {
+			t.Errorf("%q is reported %d times in %v", name, n, err)
 		}
 	}
 }
 
-func TestLogValueMasksSecrets(t *testing.T) {
-	cfg, err := config.Load(env(base()))
-	if err != nil {
-		t.Fatal(err)
+func TestSizeBounds(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"65536", 65536, true},
+		{"64k", 64 << 10, true},
+		{"2 MiB", 2 << 20, true},
+		{"0", 0, false},
+		{"-5", 0, false},
+		{"99999999999MiB", 0, false}, // would overflow
+		{"1.5MiB", 0, false},
 	}
-	var b strings.Builder
-	slog.New(slog.NewJSONHandler(&b, nil)).Info("start", "config", cfg)
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			r := config.NewReader(env(map[string]string{"Z": tt.in}))
+			got := r.Size("Z", 7)
+			if tt.ok && (got != tt.want || r.Err() != nil) {
+				t.Fatalf("Size(%q) = %d, %v; want %d", tt.in, got, r.Err(), tt.want)
+			}
+			if !tt.ok && (got != 7 || r.Err() == nil) {
+				t.Fatalf("Size(%q) = %d, %v; want the default and an error", tt.in, got, r.Err())
+			}
+		})
+	}
+}
+
+// TestLogValueShowsEveryVariableMasked: the start-up log is made from what
+// was read, so no variable can be left out, and secrets never show.
+func TestLogValueShowsEveryVariableMasked(t *testing.T) {
+	r := config.NewReader(env(map[string]string{
+		"DATABASE_URL":       "postgres://app:hunter2@db.internal:5432/taskchat",
+		"BETTER_AUTH_SECRET": "a-secret-of-reasonable-length-0123456789",
+		"HTTP_ADDR":          ":9000",
+	}))
+	config.Database(r)
+	config.Auth(r)
+	r.String("HTTP_ADDR", ":8080")
+	r.String("UNSET_WITH_DEFAULT", "the-default")
+	var b bytes.Buffer
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("starting", "config", r)
 	out := b.String()
 	for _, secret := range []string{"hunter2", "a-secret-of-reasonable-length-0123456789"} {
 		if strings.Contains(out, secret) {
 			t.Fatalf("start-up log leaks %q: %s", secret, out)
 		}
 	}
-	if !strings.Contains(out, "db.internal") {
-		t.Fatalf("start-up log lost the database host: %s", out)
+	for _, want := range []string{"db.internal", `"BETTER_AUTH_SECRET":"set (40 bytes)"`, `"HTTP_ADDR":":9000"`, `"UNSET_WITH_DEFAULT":"the-default"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("start-up log lacks %s: %s", want, out)
+		}
+	}
+	for _, v := range r.Vars() {
+		if !strings.Contains(out, `"`+v.Name+`"`) {
+			t.Errorf("start-up log lacks %s", v.Name)
+		}
 	}
 }
 
-func TestLoadDatabaseNeedsOnlyTheURL(t *testing.T) {
-	db, dev, err := config.LoadDatabase(env(map[string]string{
-		"DATABASE_URL":  "postgres://postgres@127.0.0.1:5432/x",
-		"ATLAS_DEV_URL": "postgres://postgres@127.0.0.1:5432/dev",
+func TestSectionsValidateOnce(t *testing.T) {
+	r := config.NewReader(env(map[string]string{
+		"DB_MAX_CONNS":        "0",
+		"AUTH_USER_CACHE_TTL": "2m",
 	}))
-	if err != nil || db.URL == "" || dev == "" {
-		t.Fatalf("LoadDatabase = %+v, %q, %v", db, dev, err)
+	config.Database(r)
+	config.Auth(r)
+	err := r.Err()
+	if err == nil {
+		t.Fatal("no error")
 	}
-	if _, _, err := config.LoadDatabase(env(nil)); err == nil || !strings.Contains(err.Error(), "DATABASE_URL") {
-		t.Fatalf("missing DATABASE_URL: err = %v", err)
+	for _, want := range []string{"DATABASE_URL is required", "DB_MAX_CONNS", "BETTER_AUTH_SECRET", "cache TTL"} {
+		if n := strings.Count(err.Error(), want); n != 1 {
+			t.Errorf("%q appears %d times in %v", want, n, err)
+		}
 	}
 }
 
@@ -120,16 +171,18 @@ func TestMaskURL(t *testing.T) {
 	}
 }
 
-// TestREADMEDocumentsEveryVariable keeps the README's configuration table
-// in step with what Load reads.
-func TestREADMEDocumentsEveryVariable(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range config.Variables() {
-		if !strings.Contains(string(b), "| `"+v+"` |") {
-			t.Errorf("README.md's configuration table has no row for %s", v)
+// TestChatctlLinksNoEdge keeps the operator tool (and this package) free of
+// the HTTP edge: reading configuration must not pull in Fiber.
+func TestChatctlLinksNoEdge(t *testing.T) {
+	for _, pkg := range []string{"github.com/taskchat/taskchat/pkg/config", "github.com/taskchat/taskchat/cmd/chatctl"} {
+		out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+		}
+		for _, edge := range []string{"github.com/gofiber/fiber", "github.com/valyala/fasthttp", "github.com/taskchat/taskchat/pkg/httpapi"} {
+			if strings.Contains(string(out), edge) {
+				t.Errorf("%s depends on %s", pkg, edge)
+			}
 		}
 	}
 }

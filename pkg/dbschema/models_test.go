@@ -27,7 +27,7 @@ var pgTypeOf = map[reflect.Type]string{
 func TestModelsMatchAppliedSchema(t *testing.T) {
 	d := dbtest.WithSchema(t, "models")
 
-	models := []any{(*todo.Task)(nil), (*authstore.User)(nil), (*authstore.Session)(nil)}
+	models := []any{(*todo.Task)(nil), (*authstore.User)(nil), (*authstore.Session)(nil), (*authstore.Account)(nil)}
 	for _, m := range models {
 		table := d.DB.Table(reflect.TypeOf(m).Elem())
 		t.Run(table.Name, func(t *testing.T) {

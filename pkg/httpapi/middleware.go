@@ -191,9 +191,10 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 	if h := c.Get(fiber.HeaderAuthorization); h != "" {
 		cred, ok := bearerCredential(h)
 		if !ok {
-			return errUnauthorized("the Authorization header must be \"Bearer <credential>\"")
+			err = errUnauthorized("the Authorization header must be \"Bearer <credential>\"")
+		} else {
+			id.userID, err = s.deps.Auth.Verify(c.UserContext(), cred)
 		}
-		id.userID, err = s.deps.Auth.Verify(c.UserContext(), cred)
 	} else if route, ok := s.browserRoute(c); ok {
 		id.route = route
 		id.userID, err = s.browserCredential(c)
@@ -201,14 +202,22 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 		return errUnauthorized("a credential is required")
 	}
 	if err != nil {
+		// Why a credential was refused is what finds a secret mismatch or a
+		// missing user, so it is logged, at debug level: the reasons (the
+		// auth package's and this package's) never quote the credential.
 		var e *Error
 		switch {
 		case errors.As(err, &e):
+			s.reqLog(c).Debug("credential rejected", "reason", err.Error())
 			return e
 		case errors.Is(err, auth.ErrUnauthorized):
+			s.reqLog(c).Debug("credential rejected", "reason", err.Error())
 			return errUnauthorized("the credential is not valid")
 		default:
-			s.reqLog(c).Warn("credential check failed", "err", err)
+			// Debug, not Warn: during an outage every request fails this
+			// way. The verifier logs each failed JWKS fetch once, and a
+			// database outage shows in /readyz and on every route.
+			s.reqLog(c).Debug("credential check failed", "err", err)
 			return errUnavailable("the credential cannot be checked right now")
 		}
 	}

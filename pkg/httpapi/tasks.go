@@ -126,17 +126,22 @@ func (s *Server) updateTask(c *fiber.Ctx) error {
 	if err := nulls.Err(); err != nil {
 		return err
 	}
-	// The id is checked after the body: API.md orders body errors before 404.
-	id, err := taskID(c)
-	if err != nil {
-		return err
-	}
-	t, err := s.deps.Tasks.Update(c.UserContext(), user, id, todo.Patch{
+	// The whole body, rules included, is checked before the id: body errors
+	// (400) come before 404 in the order of checks.
+	patch, err := todo.Patch{
 		Title:            in.Title.ptr(),
 		Description:      in.Description.ptr(),
 		ClearDescription: in.Description.Null,
 		Completed:        in.Completed.ptr(),
-	})
+	}.Normalize()
+	if err != nil {
+		return err
+	}
+	id, err := taskID(c)
+	if err != nil {
+		return err
+	}
+	t, err := s.deps.Tasks.Update(c.UserContext(), user, id, patch)
 	if err != nil {
 		return err
 	}

@@ -179,6 +179,8 @@ func TestTaskErrors(t *testing.T) {
 		{"null completed", req{method: "PUT", path: self, body: `{"completed":null}`}, 400, "VALIDATION_FAILED", "completed"},
 		{"body error before malformed id", req{method: "PUT", path: base + "/abc", body: `{"title":`}, 400, "INVALID_JSON", ""},
 		{"validation before unknown id", req{method: "PUT", path: base + "/999999999", body: `{"title":""}`}, 400, "VALIDATION_FAILED", "title"},
+		{"validation before malformed id", req{method: "PUT", path: base + "/abc", body: `{"title":""}`}, 400, "VALIDATION_FAILED", "title"},
+		{"empty patch before malformed id", req{method: "PUT", path: base + "/abc", body: `{}`}, 400, "VALIDATION_FAILED", ""},
 		{"bad limit", req{method: "GET", path: base + "?limit=0"}, 400, "VALIDATION_FAILED", "limit"},
 		{"limit too big", req{method: "GET", path: base + "?limit=201"}, 400, "VALIDATION_FAILED", "limit"},
 		{"limit not a number", req{method: "GET", path: base + "?limit=ten"}, 400, "VALIDATION_FAILED", "limit"},

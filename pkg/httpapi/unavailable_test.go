@@ -182,8 +182,11 @@ func terminateWaiting(d *dbtest.Database, appName string) error {
 		if err == nil {
 			var ok bool
 			// With a timeout, pg_terminate_backend returns once the backend has exited.
-			if err := d.DB.QueryRowContext(ctx, "SELECT pg_terminate_backend(?, 5000)", pid).Scan(&ok); err != nil || !ok {
-				return fmt.Errorf("pg_terminate_backend(%d) = %v, %v", pid, ok, err)
+			if err := d.DB.QueryRowContext(ctx, "SELECT pg_terminate_backend(?, 5000)", pid).Scan(&ok); err != nil {
+				return fmt.Errorf("pg_terminate_backend(%d): %w", pid, err)
+			}
+			if !ok {
+				return fmt.Errorf("pg_terminate_backend(%d) did not end the session", pid)
 			}
 			return nil
 		}

@@ -32,9 +32,6 @@ type Config struct {
 	IdleInTxTimeout time.Duration
 }
 
-// defaultMaxConns caps a pool whose Config.MaxConns is not positive.
-const defaultMaxConns = 10
-
 // ApplicationName is the application_name of every connection whose URL
 // does not name one; it tells taskchat's sessions apart in pg_stat_activity.
 const ApplicationName = "taskchat"
@@ -111,8 +108,9 @@ func checkPinned(conn *pgconn.PgConn) error {
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
 // OpenSQL returns a database/sql pool of connections made with
-// ConnConfig(cfg), capped at cfg.MaxConns (10 when not positive). It does
-// not connect: the first query does. Callers that speak bun want Open.
+// ConnConfig(cfg), capped at cfg.MaxConns (DefaultMaxConns when not
+// positive). It does not connect: the first query does. Callers that speak
+// bun want Open.
 func OpenSQL(cfg Config) (*sql.DB, error) {
 	pc, err := ConnConfig(cfg)
 	if err != nil {
@@ -121,7 +119,7 @@ func OpenSQL(cfg Config) (*sql.DB, error) {
 	db := stdlib.OpenDB(*pc)
 	maxConns := cfg.MaxConns
 	if maxConns <= 0 {
-		maxConns = defaultMaxConns
+		maxConns = DefaultMaxConns
 	}
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)

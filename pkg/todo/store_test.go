@@ -86,7 +86,7 @@ func TestGet(t *testing.T) {
 	}
 	wantUTC(t, got)
 	for _, id := range []int64{0, -1, want.ID + 1_000_000, 1<<63 - 1} {
-		if _, err := s.Get(ctx, user, id); err != todo.ErrNotFound {
+		if _, err := s.Get(ctx, user, id); !errors.Is(err, todo.ErrNotFound) {
 			t.Errorf("Get(%d) err = %v, want ErrNotFound", id, err)
 		}
 	}
@@ -169,7 +169,7 @@ func TestUpdateErrors(t *testing.T) {
 			_, err := s.Update(ctx, user, tc.id, tc.patch)
 			if tc.fields != nil {
 				wantFields(t, err, tc.fields...)
-			} else if err != tc.err {
+			} else if !errors.Is(err, tc.err) {
 				t.Fatalf("err = %v, want %v", err, tc.err)
 			}
 			if row := rawTask(t, task.ID); !sameTask(row, task) {
@@ -199,7 +199,7 @@ func TestToggleComplete(t *testing.T) {
 		}
 		wantUTC(t, got)
 	}
-	if _, err := s.ToggleComplete(ctx, user, task.ID+1_000_000); err != todo.ErrNotFound {
+	if _, err := s.ToggleComplete(ctx, user, task.ID+1_000_000); !errors.Is(err, todo.ErrNotFound) {
 		t.Errorf("toggle missing: err = %v, want ErrNotFound", err)
 	}
 }
@@ -228,7 +228,7 @@ func TestSetCompleted(t *testing.T) {
 	if err != nil || undone.Completed || !undone.UpdatedAt.After(task.UpdatedAt) {
 		t.Errorf("SetCompleted(false) = %+v, %v", undone, err)
 	}
-	if _, err := s.SetCompleted(ctx, user, task.ID+1_000_000, true); err != todo.ErrNotFound {
+	if _, err := s.SetCompleted(ctx, user, task.ID+1_000_000, true); !errors.Is(err, todo.ErrNotFound) {
 		t.Errorf("SetCompleted missing: err = %v, want ErrNotFound", err)
 	}
 }
@@ -241,10 +241,10 @@ func TestDelete(t *testing.T) {
 	if err := s.Delete(ctx, user, task.ID); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if _, err := s.Get(ctx, user, task.ID); err != todo.ErrNotFound {
+	if _, err := s.Get(ctx, user, task.ID); !errors.Is(err, todo.ErrNotFound) {
 		t.Errorf("Get after delete: err = %v, want ErrNotFound", err)
 	}
-	if err := s.Delete(ctx, user, task.ID); err != todo.ErrNotFound {
+	if err := s.Delete(ctx, user, task.ID); !errors.Is(err, todo.ErrNotFound) {
 		t.Errorf("second Delete: err = %v, want ErrNotFound", err)
 	}
 	if _, err := s.Get(ctx, user, other.ID); err != nil {
@@ -279,7 +279,7 @@ func TestOtherUser(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			foreign := c.call(bob, task.ID)
 			missing := c.call(bob, task.ID+1_000_000)
-			if foreign != todo.ErrNotFound || missing != todo.ErrNotFound {
+			if !errors.Is(foreign, todo.ErrNotFound) || !errors.Is(missing, todo.ErrNotFound) {
 				t.Errorf("foreign err = %v, missing err = %v; want ErrNotFound for both", foreign, missing)
 			}
 			if row := rawTask(t, task.ID); !sameTask(row, task) {
@@ -319,7 +319,7 @@ func TestInTransaction(t *testing.T) {
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := todo.NewStore(testDB.DB).Get(ctx, user, task.ID); err != todo.ErrNotFound {
+	if _, err := todo.NewStore(testDB.DB).Get(ctx, user, task.ID); !errors.Is(err, todo.ErrNotFound) {
 		t.Errorf("after rollback: err = %v, want ErrNotFound", err)
 	}
 }

@@ -1,72 +1,70 @@
-// Package app wires taskchat's components into the services that the
-// commands in cmd/ run. Only commands import it.
+// Package app holds the builders the service commands in cmd/ share: load
+// the configuration, open the database, build the HTTP server, serve until
+// the context ends. Each command's run function calls them in visible
+// steps; only commands import this package.
 package app
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/uptrace/bun"
 
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/authstore"
-	"github.com/taskchat/taskchat/pkg/config"
 	"github.com/taskchat/taskchat/pkg/dbschema"
 	"github.com/taskchat/taskchat/pkg/httpapi"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/pkg/todo"
 )
 
-// NewLogger returns the process logger configured by LOG_LEVEL and LOG_FORMAT.
-func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-// ServeAPI runs the HTTP API on ln until ctx is done, then shuts down within
-// cfg.ShutdownTimeout: stop accepting, finish in-flight requests, close the
-// database.
-func ServeAPI(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listener) error {
-	// Database.
-	db, err := pgdb.Open(ctx, cfg.DB)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+// OpenDatabase opens the connection pool of cfg.DB and, when
+// cfg.ApplySchema is set, brings the schema up to date first.
+func OpenDatabase(ctx context.Context, cfg APIConfig, log *slog.Logger) (*bun.DB, error) {
 	if cfg.ApplySchema {
 		plan, err := dbschema.Apply(ctx, cfg.DB.URL, dbschema.Options{DevURL: cfg.AtlasDevURL})
 		if err != nil {
-			return fmt.Errorf("apply schema: %w", err)
+			return nil, fmt.Errorf("apply schema: %w", err)
 		}
 		log.Info("schema applied", "statements", len(plan.Statements))
 	}
+	return pgdb.Open(ctx, cfg.DB)
+}
 
-	// Authentication.
-	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db))
+// NewAPIServer builds the HTTP API over db: the credential verifier, the
+// stores and the Fiber server.
+func NewAPIServer(cfg APIConfig, db *bun.DB, log *slog.Logger) (*httpapi.Server, error) {
+	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db), auth.WithLogger(log))
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	// HTTP.
-	srv := httpapi.New(cfg.HTTP, httpapi.Deps{
+	return httpapi.New(cfg.HTTP, httpapi.Deps{
 		Auth:  verifier,
 		Tasks: todo.NewStore(db),
 		Log:   log,
 		Ready: []httpapi.ReadyCheck{{Name: "postgres", Check: db.PingContext}},
-	})
+	}), nil
+}
+
+// Listen opens the API's TCP listener.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Serve serves srv on ln until ctx is done, then shuts it down: it stops
+// accepting and waits for in-flight requests, at most cfg.ShutdownTimeout.
+func Serve(ctx context.Context, cfg APIConfig, srv *httpapi.Server, ln net.Listener, log *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("api listening", "addr", ln.Addr().String())
 
-	// Shutdown.
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve: %w", err)
@@ -81,43 +79,28 @@ func ServeAPI(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.L
 	if err := <-serveErr; err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
-	log.Info("stopped")
 	return nil
 }
 
-// Listen opens the API's TCP listener.
-func Listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	return ln, nil
-}
-
-// Main is the whole of a service command's main: it runs the service until
-// SIGINT or SIGTERM and exits 1 on error.
-func Main(name string) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := Run(ctx, name, os.Getenv, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
+// LogStart writes the start-up lines: every variable read (secrets
+// masked) and, in development mode, a warning that says where it listens.
+func LogStart(cfg APIConfig, log *slog.Logger) {
+	log.Info("starting", "config", cfg.Env)
+	if cfg.DevMode {
+		log.Warn("development mode (DEV_MODE=true): never use it in production",
+			"http_addr", cfg.HTTPAddr, "loopback_only", isLoopback(cfg.HTTPAddr))
 	}
 }
 
-// Run loads the configuration, logs it (secrets masked) and serves the API
-// until ctx is done. name labels the process in logs.
-func Run(ctx context.Context, name string, getenv config.Getenv, logOut io.Writer) error {
-	cfg, err := config.Load(getenv)
+// isLoopback reports whether addr listens on a loopback address only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return err
+		return false
 	}
-	log := NewLogger(cfg, logOut).With("service", name)
-	log.Info("starting", "config", cfg)
-	ln, err := Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
+	if host == "localhost" {
+		return true
 	}
-	return ServeAPI(ctx, cfg, log, ln)
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -1,9 +1,11 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,7 +15,6 @@ import (
 
 	"github.com/taskchat/taskchat/cmd/internal/app"
 	"github.com/taskchat/taskchat/pkg/auth"
-	"github.com/taskchat/taskchat/pkg/config"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/logtest"
 )
@@ -24,33 +25,45 @@ func TestMain(m *testing.M) { os.Exit(dbtest.Run(m, "app", &testDB)) }
 
 const secret = "app-test-secret-0123456789abcdefghij"
 
-// TestServeAPIServesTasksAndShutsDown runs the service the way chatd and api
-// do, on a real listener: a token as chatctl mints it works end to end, and
-// cancelling the context (SIGTERM) returns cleanly.
-func TestServeAPIServesTasksAndShutsDown(t *testing.T) {
-	cfg, err := config.Load(func(k string) string {
-		return map[string]string{
-			"DATABASE_URL":       testDB.URL,
-			"BETTER_AUTH_SECRET": secret,
-			"APPLY_SCHEMA":       "true",
-			"SHUTDOWN_TIMEOUT":   "5s",
-		}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// TestBuildersServeTasksAndShutDown runs the builders the way api and
+// chatd do, on a real listener: a token as chatctl mints it works end to
+// end, and cancelling the context (SIGTERM) returns cleanly.
+func TestBuildersServeTasksAndShutDown(t *testing.T) {
+	cfg, err := app.LoadAPI(env(map[string]string{
+		"DATABASE_URL":       testDB.URL,
+		"BETTER_AUTH_SECRET": secret,
+		"APPLY_SCHEMA":       "true",
+		"SHUTDOWN_TIMEOUT":   "5s",
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logs logtest.Buffer
+	log := cfg.Log.NewLogger(&logs)
+	db, err := app.OpenDatabase(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	srv, err := app.NewAPIServer(cfg, db, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := app.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.ServeAPI(ctx, cfg, app.NewLogger(cfg, &logs), ln) }()
 	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { done <- app.Serve(ctx, cfg, srv, ln, log) }()
 
-	// The listener is open before ServeAPI starts: this first request waits
-	// in the accept backlog until the service serves, so no polling is needed.
+	// The listener is open before Serve starts: this first request waits in
+	// the accept backlog until the server serves, so no polling is needed.
 	base := "http://" + ln.Addr().String()
 	client := &http.Client{Timeout: 30 * time.Second}
 	if resp, err := client.Get(base + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
@@ -85,10 +98,10 @@ func TestServeAPIServesTasksAndShutsDown(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("ServeAPI after cancel: %v", err)
+			t.Fatalf("Serve after cancel: %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("ServeAPI did not return within 10s of cancellation")
+		t.Fatal("Serve did not return within 10s of cancellation")
 	}
 	if resp, err := client.Get(base + "/healthz"); err == nil {
 		resp.Body.Close()
@@ -99,12 +112,136 @@ func TestServeAPIServesTasksAndShutsDown(t *testing.T) {
 	}
 }
 
-func TestRunRefusesBadConfiguration(t *testing.T) {
-	var logs logtest.Buffer
-	err := app.Run(context.Background(), "api", func(k string) string {
-		return map[string]string{"DATABASE_URL": testDB.URL}[k]
-	}, &logs)
-	if err == nil || !strings.Contains(err.Error(), "BETTER_AUTH_SECRET") {
-		t.Fatalf("Run without any auth setting: err = %v, want it to name BETTER_AUTH_SECRET", err)
+func TestLoadAPIRefusesBadSecrets(t *testing.T) {
+	tests := []struct {
+		name, secret, want string
+	}{
+		{"no auth setting", "", "set BETTER_AUTH_SECRET or BETTER_AUTH_URL/JWKS_URL"},
+		{"31-byte secret", strings.Repeat("s", 31), "BETTER_AUTH_SECRET is 31 bytes, it must be at least 32"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := app.LoadAPI(env(map[string]string{"DATABASE_URL": testDB.URL, "BETTER_AUTH_SECRET": tt.secret}))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("LoadAPI: err = %v, want %q", err, tt.want)
+			}
+			if tt.secret != "" && strings.Contains(err.Error(), tt.secret) {
+				t.Fatalf("the error shows the secret: %v", err)
+			}
+		})
+	}
+}
+
+// TestLoadAPIReportsEachProblemOnce: every broken variable is reported, and
+// each only once (the package that owns a setting validates it; nobody
+// else checks it again).
+func TestLoadAPIReportsEachProblemOnce(t *testing.T) {
+	_, err := app.LoadAPI(env(map[string]string{
+		"DB_MAX_CONNS":         "0",
+		"HTTP_BODY_LIMIT":      "lots",
+		"LOG_LEVEL":            "loud",
+		"CORS_ORIGINS":         "https://app.example.com#frag",
+		"HTTP_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal",
+		"AUTH_USER_CACHE_TTL":  "2m",
+		"DEV_MODE":             "maybe",
+	}))
+	if err == nil {
+		t.Fatal("LoadAPI accepted a broken environment")
+	}
+	for _, want := range []string{"DATABASE_URL", "DB_MAX_CONNS", "HTTP_BODY_LIMIT", "LOG_LEVEL", "app.example.com#frag", "cache TTL", "BETTER_AUTH_SECRET", "DEV_MODE"} {
+		if n := strings.Count(err.Error(), want); n != 1 {
+			t.Errorf("%q is mentioned %d times, want once: %v", want, n, err)
+		}
+	}
+}
+
+// TestStartLogShowsEveryVariable compares the start-up log with the list
+// of variables the services read.
+func TestStartLogShowsEveryVariable(t *testing.T) {
+	cfg, err := app.LoadAPI(env(map[string]string{
+		"DATABASE_URL":       "postgres://app:hunter2@db.internal:5432/taskchat",
+		"BETTER_AUTH_SECRET": secret,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	app.LogStart(cfg, slog.New(slog.NewJSONHandler(&b, nil)))
+	out := b.String()
+	vars := app.Variables()
+	if len(vars) < 20 {
+		t.Fatalf("Variables() = %v: too few", vars)
+	}
+	for _, v := range vars {
+		if !strings.Contains(out, `"`+v+`":`) {
+			t.Errorf("the start-up log lacks %s: %s", v, out)
+		}
+	}
+	if strings.Contains(out, "hunter2") || strings.Contains(out, secret) {
+		t.Fatalf("the start-up log leaks a secret: %s", out)
+	}
+}
+
+func TestDevModeListensOnLoopback(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		addr     string
+		loopback string
+	}{
+		{"production default", map[string]string{}, ":8080", ""},
+		{"dev mode", map[string]string{"DEV_MODE": "true"}, "127.0.0.1:8080", "loopback_only=true"},
+		{"dev mode, address given", map[string]string{"DEV_MODE": "true", "HTTP_ADDR": ":9000"}, ":9000", "loopback_only=false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.env["DATABASE_URL"] = testDB.URL
+			tt.env["BETTER_AUTH_SECRET"] = secret
+			cfg, err := app.LoadAPI(env(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.HTTPAddr != tt.addr {
+				t.Fatalf("HTTPAddr = %q, want %q", cfg.HTTPAddr, tt.addr)
+			}
+			var b bytes.Buffer
+			app.LogStart(cfg, slog.New(slog.NewTextHandler(&b, nil)))
+			if tt.loopback == "" {
+				if strings.Contains(b.String(), "development mode") {
+					t.Fatalf("production start-up log speaks of development mode: %s", b.String())
+				}
+				return
+			}
+			if !strings.Contains(b.String(), "development mode") || !strings.Contains(b.String(), tt.loopback) {
+				t.Fatalf("start-up log does not say where dev mode listens (%s): %s", tt.loopback, b.String())
+			}
+		})
+	}
+}
+
+// TestREADMEDocumentsEveryVariable keeps the README's configuration table
+// in step with what the services read.
+func TestREADMEDocumentsEveryVariable(t *testing.T) {
+	b, err := os.ReadFile(repoRoot + "/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range app.Variables() {
+		if !strings.Contains(string(b), "| `"+v+"` |") {
+			t.Errorf("README.md's configuration table has no row for %s", v)
+		}
+	}
+}
+
+// TestListenRefusesATakenAddress: a port in use stops start-up with an
+// error naming the address.
+func TestListenRefusesATakenAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, err := app.Listen(ln.Addr().String()); err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("Listen on a taken address: %v", err)
 	}
 }

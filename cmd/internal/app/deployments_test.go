@@ -1,7 +1,8 @@
-// Package deployments holds the Dockerfile and Kubernetes manifests; its test
-// reads them (and docker-compose.yml) against the code, since no Docker
-// engine or cluster runs where the tests do.
-package deployments
+// The deployment files (deployments/, docker-compose.yml) cannot run here:
+// no Docker engine or cluster runs where the tests do. These tests read
+// them against the code instead: binaries, ports, and every environment
+// variable they set must be one the services read.
+package app_test
 
 import (
 	"bytes"
@@ -15,8 +16,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/taskchat/taskchat/pkg/config"
+	"github.com/taskchat/taskchat/cmd/internal/app"
 )
+
+// repoRoot is the repository, seen from this package.
+const repoRoot = "../../.."
 
 type container struct {
 	Name    string   `yaml:"name"`
@@ -49,13 +53,13 @@ type manifest struct {
 // with a main package).
 func binaries(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir("../cmd")
+	entries, err := os.ReadDir(repoRoot + "/cmd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join("../cmd", e.Name(), "main.go")); err == nil {
+		if _, err := os.Stat(filepath.Join(repoRoot, "cmd", e.Name(), "main.go")); err == nil {
 			out = append(out, "/usr/local/bin/"+e.Name())
 		}
 	}
@@ -64,7 +68,7 @@ func binaries(t *testing.T) []string {
 
 func readManifests(t *testing.T) []manifest {
 	t.Helper()
-	files, err := filepath.Glob("k8s/*.yaml")
+	files, err := filepath.Glob(repoRoot + "/deployments/k8s/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests: %v", err)
 	}
@@ -89,14 +93,14 @@ func readManifests(t *testing.T) []manifest {
 }
 
 func TestKubernetesManifestsMatchTheCode(t *testing.T) {
-	known := config.Variables()
+	known := app.Variables()
 	bins := binaries(t)
 	var containers int
 	for _, m := range readManifests(t) {
 		if m.Kind == "ConfigMap" {
 			for k := range m.Data {
 				if !slices.Contains(known, k) {
-					t.Errorf("ConfigMap %s sets %s, which pkg/config does not read", m.Metadata.Name, k)
+					t.Errorf("ConfigMap %s sets %s, which the services do not read", m.Metadata.Name, k)
 				}
 			}
 			if addr := m.Data["HTTP_ADDR"]; addr != "" && addr != ":8080" {
@@ -113,7 +117,7 @@ func TestKubernetesManifestsMatchTheCode(t *testing.T) {
 			}
 			for _, e := range c.Env {
 				if !slices.Contains(known, e.Name) {
-					t.Errorf("%s/%s sets %s, which pkg/config does not read", m.Metadata.Name, c.Name, e.Name)
+					t.Errorf("%s/%s sets %s, which the services do not read", m.Metadata.Name, c.Name, e.Name)
 				}
 			}
 			for _, p := range c.Ports {
@@ -129,7 +133,7 @@ func TestKubernetesManifestsMatchTheCode(t *testing.T) {
 }
 
 func TestComposeMatchesTheCode(t *testing.T) {
-	b, err := os.ReadFile("../docker-compose.yml")
+	b, err := os.ReadFile(repoRoot + "/docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +147,7 @@ func TestComposeMatchesTheCode(t *testing.T) {
 	if err := yaml.Unmarshal(b, &compose); err != nil {
 		t.Fatal(err)
 	}
-	known := config.Variables()
+	known := app.Variables()
 	bins := binaries(t)
 	var ours int
 	for name, s := range compose.Services {
@@ -156,7 +160,7 @@ func TestComposeMatchesTheCode(t *testing.T) {
 		}
 		for k := range s.Environment {
 			if !slices.Contains(known, k) {
-				t.Errorf("service %s sets %s, which pkg/config does not read", name, k)
+				t.Errorf("service %s sets %s, which the services do not read", name, k)
 			}
 		}
 		if s.Environment["DATABASE_URL"] == "" {
