@@ -11,9 +11,11 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -32,6 +34,15 @@ const (
 	DefaultReadyTimeout = 2 * time.Second
 )
 
+// Bounds Validate enforces.
+const (
+	// MinBodyLimit and MaxBodyLimit bound Config.BodyLimit: the decoder
+	// holds a whole body in memory, so the limit must stay small, and
+	// below 1 KiB ordinary requests no longer fit.
+	MinBodyLimit = 1 << 10
+	MaxBodyLimit = 4 << 20
+)
+
 // headerBufferSize is fasthttp's read buffer, which bounds the request line
 // plus headers: JWTs and Better Auth cookies are long, 4 KiB is not enough.
 const headerBufferSize = 16 << 10
@@ -47,7 +58,8 @@ const minTransportBodyLimit = 8 << 20
 // default.
 type Config struct {
 	// BodyLimit is the largest request body a route accepts, in bytes
-	// (HTTP_BODY_LIMIT, default 64 KiB); larger bodies get 413.
+	// (HTTP_BODY_LIMIT, default 64 KiB, 1 KiB to 4 MiB); larger bodies get
+	// 413.
 	BodyLimit int
 	// CORSOrigins lists the origins browsers may call the API from
 	// (CORS_ORIGINS), like "https://app.example.com". Listed origins may send
@@ -63,8 +75,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// ReadyTimeout bounds each ReadyCheck of /readyz (default 2s).
 	ReadyTimeout time.Duration
-	// TrustedProxies lists proxy addresses or CIDRs whose X-Forwarded-For
-	// header gives the client address in logs; empty trusts none.
+	// TrustedProxies lists proxy addresses or CIDRs (HTTP_TRUSTED_PROXIES)
+	// whose X-Forwarded-For header gives the client address in logs; empty
+	// trusts none.
 	TrustedProxies []string
 }
 
@@ -87,28 +100,66 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports a configuration New would refuse: an entry of
-// CORSOrigins that is neither "*" nor an origin (scheme://host[:port]).
+// Validate reports every problem of the configuration at once (joined with
+// errors.Join), each naming the environment variable that sets the field.
+// Zero values are valid: they mean the defaults. New refuses a
+// configuration that does not validate.
 func (c Config) Validate() error {
+	var errs []error
+	if c.BodyLimit != 0 && (c.BodyLimit < MinBodyLimit || c.BodyLimit > MaxBodyLimit) {
+		errs = append(errs, fmt.Errorf("HTTP_BODY_LIMIT must be between 1KiB and 4MiB (0 means %dKiB), not %d bytes", DefaultBodyLimit>>10, c.BodyLimit))
+	}
 	for _, o := range c.CORSOrigins {
 		if _, err := normalizeOrigin(o); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	for _, p := range c.TrustedProxies {
+		if !validProxy(p) {
+			errs = append(errs, fmt.Errorf("HTTP_TRUSTED_PROXIES %q is not an IP address or CIDR", p))
+		}
+	}
+	// These have no environment variable: a negative one is a caller's bug.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"ReadTimeout", c.ReadTimeout},
+		{"WriteTimeout", c.WriteTimeout},
+		{"IdleTimeout", c.IdleTimeout},
+		{"ReadyTimeout", c.ReadyTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("httpapi.Config.%s must not be negative, not %v", d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validProxy reports whether p is what Fiber's trusted-proxy check
+// understands: an IP address or a CIDR, without surrounding space.
+func validProxy(p string) bool {
+	if _, err := netip.ParsePrefix(p); err == nil {
+		return true
+	}
+	a, err := netip.ParseAddr(p)
+	return err == nil && a.Zone() == "" // Fiber compares the client IP as text, which has no zone
 }
 
 // normalizeOrigin turns a configured origin into the form browsers send:
-// lower case, no trailing slash.
+// lower case, no trailing slash. It refuses anything but "*" and
+// scheme://host[:port] (http or https): a path, a query, a fragment or
+// userinfo would never match the Origin header a browser sends, so such an
+// entry is a mistake, even when empty ("https://a.example#").
 func normalizeOrigin(o string) (string, error) {
 	o = strings.TrimSpace(o)
 	if o == "*" {
 		return o, nil
 	}
 	u, err := url.Parse(strings.TrimSuffix(o, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("httpapi: CORS origin %q is not like https://app.example.com", o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" ||
+		u.Opaque != "" || u.Path != "" || u.RawQuery != "" || u.ForceQuery || strings.Contains(o, "#") || u.User != nil {
+		return "", fmt.Errorf("CORS_ORIGINS %q is not an origin like https://app.example.com", o)
 	}
 	return strings.ToLower(u.Scheme + "://" + u.Host), nil
 }
