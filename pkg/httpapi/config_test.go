@@ -24,12 +24,16 @@ func TestConfigValidate(t *testing.T) {
 		want []string
 	}{
 		{"zero values mean defaults", httpapi.Config{}, nil},
-		{"the defaults", httpapi.Config{BodyLimit: httpapi.DefaultBodyLimit}, nil},
+		{"the defaults", httpapi.Config{BodyLimit: httpapi.DefaultBodyLimit, MaxConns: httpapi.DefaultMaxConns}, nil},
 		{"smallest body limit", httpapi.Config{BodyLimit: 1 << 10}, nil},
 		{"largest body limit", httpapi.Config{BodyLimit: 4 << 20}, nil},
 		{"body limit too small", httpapi.Config{BodyLimit: 1<<10 - 1}, []string{"HTTP_BODY_LIMIT"}},
 		{"body limit too large", httpapi.Config{BodyLimit: 4<<20 + 1}, []string{"HTTP_BODY_LIMIT"}},
 		{"negative body limit", httpapi.Config{BodyLimit: -1}, []string{"HTTP_BODY_LIMIT"}},
+		{"one connection", httpapi.Config{MaxConns: 1}, nil},
+		{"a million connections", httpapi.Config{MaxConns: 1 << 20}, nil},
+		{"negative connections", httpapi.Config{MaxConns: -1}, []string{"HTTP_MAX_CONNS"}},
+		{"too many connections", httpapi.Config{MaxConns: 1<<20 + 1}, []string{"HTTP_MAX_CONNS"}},
 		{"origins", cors("*", "https://app.example.com", "http://localhost:3000", "https://App.Example.com/", "http://[::1]:8080"), nil},
 		{"origin without scheme", cors("app.example.com"), []string{"CORS_ORIGINS"}},
 		{"origin of another scheme", cors("ftp://files.example.com"), []string{"CORS_ORIGINS"}},
@@ -52,8 +56,8 @@ func TestConfigValidate(t *testing.T) {
 		{"proxy with zone", proxies("fe80::1%eth0"), []string{"HTTP_TRUSTED_PROXIES"}},
 		{"negative timeouts", httpapi.Config{ReadTimeout: -1, WriteTimeout: -time.Second, IdleTimeout: -1, ReadyTimeout: -1},
 			[]string{"ReadTimeout", "WriteTimeout", "IdleTimeout", "ReadyTimeout"}},
-		{"everything at once", httpapi.Config{BodyLimit: 512, CORSOrigins: []string{"https://a.example.com#x"}, TrustedProxies: []string{"nope"}},
-			[]string{"HTTP_BODY_LIMIT", "CORS_ORIGINS", "HTTP_TRUSTED_PROXIES"}},
+		{"everything at once", httpapi.Config{BodyLimit: 512, MaxConns: -5, CORSOrigins: []string{"https://a.example.com#x"}, TrustedProxies: []string{"nope"}},
+			[]string{"HTTP_BODY_LIMIT", "HTTP_MAX_CONNS", "CORS_ORIGINS", "HTTP_TRUSTED_PROXIES"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

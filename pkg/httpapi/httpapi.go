@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/taskchat/taskchat/pkg/todo"
 )
@@ -29,6 +30,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultBodyLimit    = 64 << 10
+	DefaultMaxConns     = 16384
 	DefaultReadTimeout  = 30 * time.Second
 	DefaultIdleTimeout  = 120 * time.Second
 	DefaultReadyTimeout = 2 * time.Second
@@ -43,16 +45,20 @@ const (
 	MaxBodyLimit = 4 << 20
 )
 
+// maxConnsCeiling bounds Config.MaxConns: each connection costs a goroutine
+// and fasthttp's buffers, so a few zeros too many must not pass.
+const maxConnsCeiling = 1 << 20
+
 // headerBufferSize is fasthttp's read buffer, which bounds the request line
 // plus headers: JWTs and Better Auth cookies are long, 4 KiB is not enough.
 const headerBufferSize = 16 << 10
 
-// minTransportBodyLimit is the least body size fasthttp itself accepts. It
-// is kept well above Config.BodyLimit because fasthttp answers a body over
-// its own limit by closing the connection, which clients often see as a
-// reset instead of a response; bodies between the two limits are read and
-// answered with a complete 413 problem by the decoder.
-const minTransportBodyLimit = 8 << 20
+// transportBodyLimit is fasthttp's own body limit. With StreamRequestBody
+// fasthttp does not enforce it (a larger body is handed over as a stream);
+// it only caps how much of a body fasthttp reads ahead before calling the
+// handler, which is at most 8 KiB anyway. Config.BodyLimit is enforced by
+// the decoder, which answers a complete 413 problem.
+const transportBodyLimit = 8 << 20
 
 // Config tunes the HTTP server. The zero value of each field means its
 // default.
@@ -61,6 +67,11 @@ type Config struct {
 	// (HTTP_BODY_LIMIT, default 64 KiB, 1 KiB to 4 MiB); larger bodies get
 	// 413.
 	BodyLimit int
+	// MaxConns bounds the open connections, idle keep-alive and event
+	// streams included (HTTP_MAX_CONNS, default 16384, at most 1048576);
+	// a connection beyond it gets fasthttp's plain-text 503 and is closed
+	// at once, before its request is read.
+	MaxConns int
 	// CORSOrigins lists the origins browsers may call the API from
 	// (CORS_ORIGINS), like "https://app.example.com". Listed origins may send
 	// credentials; "*" allows any origin, and then credentials from none. The
@@ -85,6 +96,9 @@ func (c Config) withDefaults() Config {
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = DefaultBodyLimit
 	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = DefaultReadTimeout
 	}
@@ -108,6 +122,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.BodyLimit != 0 && (c.BodyLimit < MinBodyLimit || c.BodyLimit > MaxBodyLimit) {
 		errs = append(errs, fmt.Errorf("HTTP_BODY_LIMIT must be between 1KiB and 4MiB (0 means %dKiB), not %d bytes", DefaultBodyLimit>>10, c.BodyLimit))
+	}
+	if c.MaxConns < 0 || c.MaxConns > maxConnsCeiling {
+		errs = append(errs, fmt.Errorf("HTTP_MAX_CONNS must be between 1 and %d (0 means %d), not %d", maxConnsCeiling, DefaultMaxConns, c.MaxConns))
 	}
 	for _, o := range c.CORSOrigins {
 		if _, err := normalizeOrigin(o); err != nil {
@@ -256,14 +273,26 @@ func New(cfg Config, deps Deps) *Server {
 		}
 	}
 	s.fiberCfg = fiber.Config{
-		BodyLimit:             max(minTransportBodyLimit, 2*cfg.BodyLimit),
-		ReadBufferSize:        headerBufferSize,
-		ReadTimeout:           cfg.ReadTimeout,
-		WriteTimeout:          cfg.WriteTimeout,
-		IdleTimeout:           cfg.IdleTimeout,
-		CaseSensitive:         true,
-		ErrorHandler:          s.handleError,
-		DisableStartupMessage: true,
+		// Streaming hands a request to the middleware once its headers
+		// are in (with at most 8 KiB of body read ahead), so that
+		// authentication and the path user check run before the body is
+		// read, and the decoder reads no more than BodyLimit+1 bytes.
+		// Without it fasthttp reads every body whole, up to its own limit,
+		// for any client.
+		StreamRequestBody: true,
+		BodyLimit:         transportBodyLimit,
+		// fasthttp would otherwise read a whole multipart/form-data body
+		// (to memory and temporary files) before the handler runs; no route
+		// takes one.
+		DisablePreParseMultipartForm: true,
+		Concurrency:                  cfg.MaxConns,
+		ReadBufferSize:               headerBufferSize,
+		ReadTimeout:                  cfg.ReadTimeout,
+		WriteTimeout:                 cfg.WriteTimeout,
+		IdleTimeout:                  cfg.IdleTimeout,
+		CaseSensitive:                true,
+		ErrorHandler:                 s.handleError,
+		DisableStartupMessage:        true,
 	}
 	if len(cfg.TrustedProxies) > 0 {
 		s.fiberCfg.EnableTrustedProxyCheck = true
@@ -271,8 +300,22 @@ func New(cfg Config, deps Deps) *Server {
 		s.fiberCfg.ProxyHeader = fiber.HeaderXForwardedFor
 	}
 	s.app = fiber.New(s.fiberCfg)
+	s.wrapTransport(s.app.Server())
 	s.routes()
 	return s
+}
+
+// wrapTransport adjusts what fasthttp does before Fiber sees a request.
+func (s *Server) wrapTransport(srv *fasthttp.Server) {
+	fail := srv.ErrorHandler
+	// fasthttp calls ErrorHandler for a request it could not read (headers
+	// too large, a malformed request line or body) and closes the
+	// connection after the answer, usually with part of the request still
+	// unread: linger so that the client reads the answer, not a reset.
+	srv.ErrorHandler = func(ctx *fasthttp.RequestCtx, err error) {
+		lingerOnClose(ctx.Conn())
+		fail(ctx, err)
+	}
 }
 
 // App returns the Fiber app, for tests (App().Test) and for registering more
@@ -280,10 +323,18 @@ func New(cfg Config, deps Deps) *Server {
 func (s *Server) App() *fiber.App { return s.app }
 
 // Listen serves on addr until Shutdown.
-func (s *Server) Listen(addr string) error { return s.app.Listen(addr) }
+func (s *Server) Listen(addr string) error {
+	ln, err := net.Listen(s.app.Config().Network, addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
 
-// Serve serves on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+// Serve serves on ln until Shutdown. The server closes a connection whose
+// request it answered without reading the whole body by lingering (see
+// lingerListener), so that the client reads the answer, not a reset.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(lingerListener{ln}) }
 
 // Shutdown stops accepting connections and waits, until ctx is done, for
 // the open ones to finish their requests.

@@ -108,6 +108,7 @@ type res struct {
 	status int
 	header http.Header
 	body   []byte
+	close  bool // the server announced it closes the connection (rawConn only)
 }
 
 func (r res) json(t *testing.T, v any) {
