@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -59,6 +60,14 @@ const headerBufferSize = 16 << 10
 // handler, which is at most 8 KiB anyway. Config.BodyLimit is enforced by
 // the decoder, which answers a complete 413 problem.
 const transportBodyLimit = 8 << 20
+
+// methodUnknown stands in for any request method Fiber does not know
+// (FOO, PROPFIND): Fiber answers those itself with a text/plain 400 before
+// any middleware runs, so the server renames them to this method, which no
+// route uses, and they go through authentication and routing like any
+// other request. It is not a method a client uses; one that sends it is
+// treated the same way.
+const methodUnknown = "X-TASKCHAT-UNKNOWN-METHOD"
 
 // Config tunes the HTTP server. The zero value of each field means its
 // default.
@@ -286,6 +295,7 @@ func New(cfg Config, deps Deps) *Server {
 		// takes one.
 		DisablePreParseMultipartForm: true,
 		Concurrency:                  cfg.MaxConns,
+		RequestMethods:               append(slices.Clone(fiber.DefaultMethods), methodUnknown),
 		ReadBufferSize:               headerBufferSize,
 		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 cfg.WriteTimeout,
@@ -307,7 +317,14 @@ func New(cfg Config, deps Deps) *Server {
 
 // wrapTransport adjusts what fasthttp does before Fiber sees a request.
 func (s *Server) wrapTransport(srv *fasthttp.Server) {
-	fail := srv.ErrorHandler
+	handle, fail := srv.Handler, srv.ErrorHandler
+	srv.Handler = func(ctx *fasthttp.RequestCtx) {
+		if m := ctx.Method(); !knownMethods[string(m)] {
+			ctx.SetUserValue(keyMethod, logSafeMethod(m))
+			ctx.Request.Header.SetMethod(methodUnknown)
+		}
+		handle(ctx)
+	}
 	// fasthttp calls ErrorHandler for a request it could not read (headers
 	// too large, a malformed request line or body) and closes the
 	// connection after the answer, usually with part of the request still
@@ -316,6 +333,25 @@ func (s *Server) wrapTransport(srv *fasthttp.Server) {
 		lingerOnClose(ctx.Conn())
 		fail(ctx, err)
 	}
+}
+
+// knownMethods are the methods Fiber routes; others become methodUnknown.
+var knownMethods = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range fiber.DefaultMethods {
+		m[k] = true
+	}
+	return m
+}()
+
+// logSafeMethod copies a method Fiber does not know for the access log,
+// cut short: it is whatever the client sent before the first space.
+func logSafeMethod(m []byte) string {
+	const maxLen = 32
+	if len(m) > maxLen {
+		return string(m[:maxLen]) + "…"
+	}
+	return string(m)
 }
 
 // App returns the Fiber app, for tests (App().Test) and for registering more

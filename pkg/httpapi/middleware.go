@@ -31,6 +31,9 @@ type key int
 const (
 	keyRequestID key = iota
 	keyIdentity
+	// keyMethod holds the method a client sent when Fiber does not know it
+	// (the request then runs as methodUnknown), for the access log.
+	keyMethod
 	// keyBodyRead is set once the decoder has read the request body to its
 	// end.
 	keyBodyRead
@@ -152,7 +155,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		route = "" // no route matched; the last middleware answered
 	}
 	s.reqLog(c).LogAttrs(c.UserContext(), level, "request",
-		slog.String("method", c.Method()),
+		slog.String("method", method(c)),
 		slog.String("path", c.Path()),
 		slog.String("route", route),
 		slog.Int("status", status),
@@ -161,6 +164,14 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		slog.String("ip", c.IP()),
 	)
 	return nil
+}
+
+// method is the request's method as the client sent it.
+func method(c *fiber.Ctx) string {
+	if m, ok := c.Locals(keyMethod).(string); ok {
+		return m
+	}
+	return c.Method()
 }
 
 // reqLog is the server's logger with the request's id and, once

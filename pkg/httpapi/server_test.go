@@ -565,6 +565,59 @@ func TestMaxConns(t *testing.T) {
 	}
 }
 
+// TestUnknownMethods checks that methods Fiber does not know go through
+// the middleware like any other: a problem with a request id, 401 under
+// /api without a credential, 403 on another user's path, then 405 on an
+// existing resource (with Allow) and 404 on a missing one. On a real
+// listener: app.Test does not take them the same way.
+func TestUnknownMethods(t *testing.T) {
+	e := newEnv(t)
+	addr := serve(t, e)
+	user, token := e.user(t)
+	other, _ := e.user(t)
+	bearer := map[string]string{"Authorization": "Bearer " + token}
+	cases := []struct {
+		name, method, path string
+		header             map[string]string
+		status             int
+		code               string
+	}{
+		{"FOO without credential", "FOO", "/api/" + user + "/tasks", nil, 401, "UNAUTHORIZED"},
+		{"PROPFIND without credential", "PROPFIND", "/api/" + user + "/tasks/1", nil, 401, "UNAUTHORIZED"},
+		{"unknown api path without credential", "FOO", "/api/nothing", nil, 401, "UNAUTHORIZED"},
+		{"foreign user", "FOO", "/api/" + other + "/tasks", bearer, 403, "FORBIDDEN"},
+		{"FOO on tasks", "FOO", "/api/" + user + "/tasks", bearer, 405, "METHOD_NOT_ALLOWED"},
+		{"PROPFIND on a task", "PROPFIND", "/api/" + user + "/tasks/1", bearer, 405, "METHOD_NOT_ALLOWED"},
+		{"lower-case get", "get", "/api/" + user + "/tasks", bearer, 405, "METHOD_NOT_ALLOWED"},
+		{"the stand-in method itself", "X-TASKCHAT-UNKNOWN-METHOD", "/api/" + user + "/tasks", bearer, 405, "METHOD_NOT_ALLOWED"},
+		{"unknown route", "FOO", "/api/" + user + "/nothing", bearer, 404, "NOT_FOUND"},
+		{"health check", "FOO", "/healthz", nil, 405, "METHOD_NOT_ALLOWED"},
+		{"unknown route outside api", "FOO", "/nothing", nil, 404, "NOT_FOUND"},
+	}
+	c := dial(t, addr) // one keep-alive connection serves them all
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := maps.Clone(tc.header)
+			if h == nil {
+				h = map[string]string{}
+			}
+			h["X-Request-Id"] = "unknown-method-" + strconv.Itoa(i)
+			r := c.do(tc.method, tc.path, h, nil)
+			wantProblem(t, r, tc.status, tc.code)
+			if got := r.header.Get("X-Request-Id"); got != h["X-Request-Id"] {
+				t.Fatalf("X-Request-Id = %q, want %q", got, h["X-Request-Id"])
+			}
+			if tc.status == 405 && !strings.Contains(r.header.Get("Allow"), "GET") {
+				t.Fatalf("Allow = %q", r.header.Get("Allow"))
+			}
+		})
+	}
+	// The access log names the method the client sent.
+	if !strings.Contains(e.log.String(), "method=PROPFIND ") {
+		t.Fatalf("the access log lacks method=PROPFIND:\n%s", e.log)
+	}
+}
+
 // TestShutdown checks that Shutdown stops Serve.
 func TestShutdown(t *testing.T) {
 	e := newEnv(t)
