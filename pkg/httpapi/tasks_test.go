@@ -409,3 +409,35 @@ func TestJSONEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownFieldsBounded checks that a body naming thousands of unknown
+// (and overlong) fields gets a small VALIDATION_FAILED answer: the first 20
+// fields, names cut to 64 bytes, and one entry counting the rest.
+func TestUnknownFieldsBounded(t *testing.T) {
+	e := newEnv(t)
+	user, token := e.user(t)
+	var b strings.Builder
+	b.WriteString(`{"title":"a"`)
+	n := 0
+	for b.Len() < 60_000 {
+		fmt.Fprintf(&b, `,"unknown_%05d_%s":0`, n, strings.Repeat("x", 90))
+		n++
+	}
+	b.WriteString("}")
+	r := e.do(t, req{method: "POST", path: "/api/" + user + "/tasks", token: token, body: b.String()})
+	p := wantProblem(t, r, http.StatusBadRequest, "VALIDATION_FAILED")
+	if len(r.body) > 4<<10 {
+		t.Fatalf("the answer to %d unknown fields is %d bytes", n, len(r.body))
+	}
+	if len(p.Errors) != 21 {
+		t.Fatalf("%d errors, want 20 fields and a summary: %+v", len(p.Errors), p.Errors)
+	}
+	for _, f := range p.Errors[:20] {
+		if !strings.HasPrefix(f.Field, "unknown_") || len(f.Field) > 64 || f.Message == "" {
+			t.Fatalf("field error %+v", f)
+		}
+	}
+	if last := p.Errors[20]; last.Field != "" || !strings.Contains(last.Message, strconv.Itoa(n-20)) {
+		t.Fatalf("summary %+v, want one counting the %d left out", last, n-20)
+	}
+}
