@@ -19,7 +19,7 @@ import (
 )
 
 // decodeJSON reads the request body into dst, a pointer to a struct whose
-// fields all have json tags. In the order API.md gives, it answers:
+// fields all have json tags. In the order docs/api.md gives, it answers:
 // 415 for a body that is not application/json (or is compressed), 413 for a
 // body over Config.BodyLimit, 400 INVALID_JSON for invalid UTF-8, malformed
 // JSON, trailing data, a non-object or a wrong type, and 400

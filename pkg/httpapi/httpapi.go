@@ -1,7 +1,7 @@
 // Package httpapi is taskchat's HTTP edge: the Fiber application with its
 // middleware (panic recovery, request ids, access log, CORS, authentication,
 // the path user check), the application/problem+json error mapping, and the
-// routes of the API described in shared/API.md.
+// routes of the API described in docs/api.md.
 //
 // Every route under /api needs a credential. Authentication is a middleware on
 // the /api prefix, so a route registered anywhere under /api is covered

@@ -158,7 +158,7 @@ func (e *env) do(t *testing.T, q req) res {
 	return res{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
-// problem is the error body of API.md.
+// problem is the error body of the API (docs/api.md).
 type problem struct {
 	Type   string `json:"type"`
 	Title  string `json:"title"`

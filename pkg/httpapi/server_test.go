@@ -457,7 +457,7 @@ func TestBodyLimitOverTCP(t *testing.T) {
 // first part of its body, then reads the answer: authentication, the path
 // user check, the media type, an announced size over the limit and an
 // unknown route are all answered before the rest of the body is sent, in
-// API.md's order (401 → 403 → 415/413 → 404). The connection is then
+// the API's order (401 → 403 → 415/413 → 404). The connection is then
 // closed without a reset: the rest of the body can still be written, and
 // the next read sees EOF.
 func TestChecksBeforeBody(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/httpapi"
 )
 
-// taskJSON is a Task as API.md shows it.
+// taskJSON is a Task as docs/api.md shows it.
 type taskJSON struct {
 	ID          int64   `json:"id"`
 	UserID      string  `json:"user_id"`
@@ -127,7 +127,7 @@ func TestTaskLifecycle(t *testing.T) {
 }
 
 // TestTaskErrors checks every documented error of the tasks routes, in
-// API.md's order of checks.
+// the API's order of checks.
 func TestTaskErrors(t *testing.T) {
 	e := newEnv(t, withConfig(func(c *httpapi.Config) { c.BodyLimit = 1500 }))
 	user, token := e.user(t)
