@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -213,35 +212,35 @@ func TestPathUser(t *testing.T) {
 
 // TestLongHeaders checks that long credentials and cookies fit in the
 // header buffer, and that larger headers get a 431 problem (on a real
-// listener: app.Test returns fasthttp's error instead of the answer).
+// listener: app.Test returns fasthttp's error instead of the answer). The
+// server answers 431 as soon as its buffer is full and closes while the
+// client may still be writing the header, so the client tolerates a write
+// error and reads the answer anyway, over raw TCP: net/http's client would
+// report the write error instead.
 func TestLongHeaders(t *testing.T) {
 	e := newEnv(t)
 	addr := serve(t, e)
 	user, token := e.user(t)
 	for _, tc := range []struct {
+		name   string
 		size   int
 		status int
-	}{{12 << 10, http.StatusOK}, {20 << 10, http.StatusRequestHeaderFieldsTooLarge}} {
-		hr, err := http.NewRequest("GET", "http://"+addr+"/api/"+user+"/tasks", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hr.Header.Set("Authorization", "Bearer "+token)
-		hr.Header.Set("Cookie", "junk="+strings.Repeat("c", tc.size))
-		resp, err := http.DefaultClient.Do(hr)
-		if err != nil {
-			t.Fatalf("%d bytes: %v", tc.size, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := res{status: resp.StatusCode, header: resp.Header, body: body}
-		if tc.status == http.StatusOK {
-			wantStatus(t, r, http.StatusOK)
-		} else {
-			wantProblem(t, r, tc.status, "HEADERS_TOO_LARGE")
-		}
+	}{
+		{"12 KiB fits", 12 << 10, http.StatusOK},
+		{"20 KiB is too large", 20 << 10, http.StatusRequestHeaderFieldsTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, addr)
+			_ = c.write([]byte(c.head("GET", "/api/"+user+"/tasks", map[string]string{
+				"Authorization": "Bearer " + token,
+				"Cookie":        "junk=" + strings.Repeat("c", tc.size),
+			})))
+			r := c.read()
+			if tc.status == http.StatusOK {
+				wantStatus(t, r, http.StatusOK)
+			} else {
+				wantProblem(t, r, tc.status, "HEADERS_TOO_LARGE")
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"reflect"
 	"slices"
@@ -18,7 +19,7 @@ import (
 )
 
 // decodeJSON reads the request body into dst, a pointer to a struct whose
-// fields all have json tags. In the order API.md gives, it answers:
+// fields all have json tags. In the order docs/api.md gives, it answers:
 // 415 for a body that is not application/json (or is compressed), 413 for a
 // body over Config.BodyLimit, 400 INVALID_JSON for invalid UTF-8, malformed
 // JSON, trailing data, a non-object or a wrong type, and 400
@@ -33,13 +34,53 @@ func (s *Server) decodeJSON(c *fiber.Ctx, dst any) error {
 		return &Error{Status: fiber.StatusUnsupportedMediaType, Code: CodeUnsupportedMediaType,
 			Detail: "compressed bodies are not accepted"}
 	}
-	// The raw body: c.Body() would inflate a compressed one.
-	body := c.Request().Body()
-	if len(body) > s.cfg.BodyLimit {
-		return &Error{Status: fiber.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge,
-			Detail: fmt.Sprintf("the body must be at most %d bytes", s.cfg.BodyLimit)}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
 	}
 	return decodeStrict(body, dst)
+}
+
+// readBody reads the raw request body, at most Config.BodyLimit+1 bytes of
+// it: a body announced (Content-Length) or found to be larger is 413. Bodies
+// are streamed (fiber.Config.StreamRequestBody), so nothing beyond what is
+// read here is held in memory. c.Body() and c.Request().Body() would read
+// the whole stream, however large, and c.Body() would also inflate a
+// compressed body. Once the body has been read to its end, the connection
+// may serve the next request (see closeUnreadBody).
+func (s *Server) readBody(c *fiber.Ctx) ([]byte, error) {
+	limit := s.cfg.BodyLimit
+	tooLarge := &Error{Status: fiber.StatusRequestEntityTooLarge, Code: CodePayloadTooLarge,
+		Detail: fmt.Sprintf("the body must be at most %d bytes", limit)}
+	req := c.Request()
+	n := req.Header.ContentLength() // -1: chunked, -2: no body
+	if n > limit {
+		return nil, tooLarge
+	}
+	stream := req.BodyStream()
+	if stream == nil {
+		// Neither Content-Length nor chunked: there is no body, and
+		// Body() is empty.
+		body := req.Body()
+		if len(body) > limit {
+			return nil, tooLarge
+		}
+		c.Locals(keyBodyRead, true)
+		return body, nil
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(n, 512), limit)+1))
+	if _, err := buf.ReadFrom(io.LimitReader(stream, int64(limit)+1)); err != nil {
+		// The client went away, was too slow (ReadTimeout) or broke the
+		// chunked framing. fasthttp closes such a connection itself.
+		return nil, &Error{Status: fiber.StatusBadRequest, Code: CodeBadRequest,
+			Detail: "the request body could not be read"}
+	}
+	if buf.Len() > limit {
+		return nil, tooLarge
+	}
+	// Fewer than limit+1 bytes: the stream has ended.
+	c.Locals(keyBodyRead, true)
+	return buf.Bytes(), nil
 }
 
 // isJSON accepts application/json with no parameter but a UTF-8 charset.

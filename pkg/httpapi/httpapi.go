@@ -1,7 +1,7 @@
 // Package httpapi is taskchat's HTTP edge: the Fiber application with its
 // middleware (panic recovery, request ids, access log, CORS, authentication,
 // the path user check), the application/problem+json error mapping, and the
-// routes of the API described in shared/API.md.
+// routes of the API described in docs/api.md.
 //
 // Every route under /api needs a credential. Authentication is a middleware on
 // the /api prefix, so a route registered anywhere under /api is covered
@@ -11,15 +11,19 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/taskchat/taskchat/pkg/todo"
 )
@@ -27,28 +31,56 @@ import (
 // Defaults of Config.
 const (
 	DefaultBodyLimit    = 64 << 10
+	DefaultMaxConns     = 16384
 	DefaultReadTimeout  = 30 * time.Second
 	DefaultIdleTimeout  = 120 * time.Second
 	DefaultReadyTimeout = 2 * time.Second
 )
 
+// Bounds Validate enforces.
+const (
+	// MinBodyLimit and MaxBodyLimit bound Config.BodyLimit: the decoder
+	// holds a whole body in memory, so the limit must stay small, and
+	// below 1 KiB ordinary requests no longer fit.
+	MinBodyLimit = 1 << 10
+	MaxBodyLimit = 4 << 20
+)
+
+// maxConnsCeiling bounds Config.MaxConns: each connection costs a goroutine
+// and fasthttp's buffers, so a few zeros too many must not pass.
+const maxConnsCeiling = 1 << 20
+
 // headerBufferSize is fasthttp's read buffer, which bounds the request line
 // plus headers: JWTs and Better Auth cookies are long, 4 KiB is not enough.
 const headerBufferSize = 16 << 10
 
-// minTransportBodyLimit is the least body size fasthttp itself accepts. It
-// is kept well above Config.BodyLimit because fasthttp answers a body over
-// its own limit by closing the connection, which clients often see as a
-// reset instead of a response; bodies between the two limits are read and
-// answered with a complete 413 problem by the decoder.
-const minTransportBodyLimit = 8 << 20
+// transportBodyLimit is fasthttp's own body limit. With StreamRequestBody
+// fasthttp does not enforce it (a larger body is handed over as a stream);
+// it only caps how much of a body fasthttp reads ahead before calling the
+// handler, which is at most 8 KiB anyway. Config.BodyLimit is enforced by
+// the decoder, which answers a complete 413 problem.
+const transportBodyLimit = 8 << 20
+
+// methodUnknown stands in for any request method Fiber does not know
+// (FOO, PROPFIND): Fiber answers those itself with a text/plain 400 before
+// any middleware runs, so the server renames them to this method, which no
+// route uses, and they go through authentication and routing like any
+// other request. It is not a method a client uses; one that sends it is
+// treated the same way.
+const methodUnknown = "X-TASKCHAT-UNKNOWN-METHOD"
 
 // Config tunes the HTTP server. The zero value of each field means its
 // default.
 type Config struct {
 	// BodyLimit is the largest request body a route accepts, in bytes
-	// (HTTP_BODY_LIMIT, default 64 KiB); larger bodies get 413.
+	// (HTTP_BODY_LIMIT, default 64 KiB, 1 KiB to 4 MiB); larger bodies get
+	// 413.
 	BodyLimit int
+	// MaxConns bounds the open connections, idle keep-alive and event
+	// streams included (HTTP_MAX_CONNS, default 16384, at most 1048576);
+	// a connection beyond it gets fasthttp's plain-text 503 and is closed
+	// at once, before its request is read.
+	MaxConns int
 	// CORSOrigins lists the origins browsers may call the API from
 	// (CORS_ORIGINS), like "https://app.example.com". Listed origins may send
 	// credentials; "*" allows any origin, and then credentials from none. The
@@ -63,14 +95,18 @@ type Config struct {
 	IdleTimeout time.Duration
 	// ReadyTimeout bounds each ReadyCheck of /readyz (default 2s).
 	ReadyTimeout time.Duration
-	// TrustedProxies lists proxy addresses or CIDRs whose X-Forwarded-For
-	// header gives the client address in logs; empty trusts none.
+	// TrustedProxies lists proxy addresses or CIDRs (HTTP_TRUSTED_PROXIES)
+	// whose X-Forwarded-For header gives the client address in logs; empty
+	// trusts none.
 	TrustedProxies []string
 }
 
 func (c Config) withDefaults() Config {
 	if c.BodyLimit <= 0 {
 		c.BodyLimit = DefaultBodyLimit
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
 	}
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = DefaultReadTimeout
@@ -87,28 +123,69 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports a configuration New would refuse: an entry of
-// CORSOrigins that is neither "*" nor an origin (scheme://host[:port]).
+// Validate reports every problem of the configuration at once (joined with
+// errors.Join), each naming the environment variable that sets the field.
+// Zero values are valid: they mean the defaults. New refuses a
+// configuration that does not validate.
 func (c Config) Validate() error {
+	var errs []error
+	if c.BodyLimit != 0 && (c.BodyLimit < MinBodyLimit || c.BodyLimit > MaxBodyLimit) {
+		errs = append(errs, fmt.Errorf("HTTP_BODY_LIMIT must be between 1KiB and 4MiB (0 means %dKiB), not %d bytes", DefaultBodyLimit>>10, c.BodyLimit))
+	}
+	if c.MaxConns < 0 || c.MaxConns > maxConnsCeiling {
+		errs = append(errs, fmt.Errorf("HTTP_MAX_CONNS must be between 1 and %d (0 means %d), not %d", maxConnsCeiling, DefaultMaxConns, c.MaxConns))
+	}
 	for _, o := range c.CORSOrigins {
 		if _, err := normalizeOrigin(o); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	for _, p := range c.TrustedProxies {
+		if !validProxy(p) {
+			errs = append(errs, fmt.Errorf("HTTP_TRUSTED_PROXIES %q is not an IP address or CIDR", p))
+		}
+	}
+	// These have no environment variable: a negative one is a caller's bug.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"ReadTimeout", c.ReadTimeout},
+		{"WriteTimeout", c.WriteTimeout},
+		{"IdleTimeout", c.IdleTimeout},
+		{"ReadyTimeout", c.ReadyTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("httpapi.Config.%s must not be negative, not %v", d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validProxy reports whether p is what Fiber's trusted-proxy check
+// understands: an IP address or a CIDR, without surrounding space.
+func validProxy(p string) bool {
+	if _, err := netip.ParsePrefix(p); err == nil {
+		return true
+	}
+	a, err := netip.ParseAddr(p)
+	return err == nil && a.Zone() == "" // Fiber compares the client IP as text, which has no zone
 }
 
 // normalizeOrigin turns a configured origin into the form browsers send:
-// lower case, no trailing slash.
+// lower case, no trailing slash. It refuses anything but "*" and
+// scheme://host[:port] (http or https): a path, a query, a fragment or
+// userinfo would never match the Origin header a browser sends, so such an
+// entry is a mistake, even when empty ("https://a.example#").
 func normalizeOrigin(o string) (string, error) {
 	o = strings.TrimSpace(o)
 	if o == "*" {
 		return o, nil
 	}
 	u, err := url.Parse(strings.TrimSuffix(o, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("httpapi: CORS origin %q is not like https://app.example.com", o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" ||
+		u.Opaque != "" || u.Path != "" || u.RawQuery != "" || u.ForceQuery || strings.Contains(o, "#") || u.User != nil {
+		return "", fmt.Errorf("CORS_ORIGINS %q is not an origin like https://app.example.com", o)
 	}
 	return strings.ToLower(u.Scheme + "://" + u.Host), nil
 }
@@ -205,14 +282,27 @@ func New(cfg Config, deps Deps) *Server {
 		}
 	}
 	s.fiberCfg = fiber.Config{
-		BodyLimit:             max(minTransportBodyLimit, 2*cfg.BodyLimit),
-		ReadBufferSize:        headerBufferSize,
-		ReadTimeout:           cfg.ReadTimeout,
-		WriteTimeout:          cfg.WriteTimeout,
-		IdleTimeout:           cfg.IdleTimeout,
-		CaseSensitive:         true,
-		ErrorHandler:          s.handleError,
-		DisableStartupMessage: true,
+		// Streaming hands a request to the middleware once its headers
+		// are in (with at most 8 KiB of body read ahead), so that
+		// authentication and the path user check run before the body is
+		// read, and the decoder reads no more than BodyLimit+1 bytes.
+		// Without it fasthttp reads every body whole, up to its own limit,
+		// for any client.
+		StreamRequestBody: true,
+		BodyLimit:         transportBodyLimit,
+		// fasthttp would otherwise read a whole multipart/form-data body
+		// (to memory and temporary files) before the handler runs; no route
+		// takes one.
+		DisablePreParseMultipartForm: true,
+		Concurrency:                  cfg.MaxConns,
+		RequestMethods:               append(slices.Clone(fiber.DefaultMethods), methodUnknown),
+		ReadBufferSize:               headerBufferSize,
+		ReadTimeout:                  cfg.ReadTimeout,
+		WriteTimeout:                 cfg.WriteTimeout,
+		IdleTimeout:                  cfg.IdleTimeout,
+		CaseSensitive:                true,
+		ErrorHandler:                 s.handleError,
+		DisableStartupMessage:        true,
 	}
 	if len(cfg.TrustedProxies) > 0 {
 		s.fiberCfg.EnableTrustedProxyCheck = true
@@ -220,8 +310,48 @@ func New(cfg Config, deps Deps) *Server {
 		s.fiberCfg.ProxyHeader = fiber.HeaderXForwardedFor
 	}
 	s.app = fiber.New(s.fiberCfg)
+	s.wrapTransport(s.app.Server())
 	s.routes()
 	return s
+}
+
+// wrapTransport adjusts what fasthttp does before Fiber sees a request.
+func (s *Server) wrapTransport(srv *fasthttp.Server) {
+	handle, fail := srv.Handler, srv.ErrorHandler
+	srv.Handler = func(ctx *fasthttp.RequestCtx) {
+		if m := ctx.Method(); !knownMethods[string(m)] {
+			ctx.SetUserValue(keyMethod, logSafeMethod(m))
+			ctx.Request.Header.SetMethod(methodUnknown)
+		}
+		handle(ctx)
+	}
+	// fasthttp calls ErrorHandler for a request it could not read (headers
+	// too large, a malformed request line or body) and closes the
+	// connection after the answer, usually with part of the request still
+	// unread: linger so that the client reads the answer, not a reset.
+	srv.ErrorHandler = func(ctx *fasthttp.RequestCtx, err error) {
+		lingerOnClose(ctx.Conn())
+		fail(ctx, err)
+	}
+}
+
+// knownMethods are the methods Fiber routes; others become methodUnknown.
+var knownMethods = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range fiber.DefaultMethods {
+		m[k] = true
+	}
+	return m
+}()
+
+// logSafeMethod copies a method Fiber does not know for the access log,
+// cut short: it is whatever the client sent before the first space.
+func logSafeMethod(m []byte) string {
+	const maxLen = 32
+	if len(m) > maxLen {
+		return string(m[:maxLen]) + "…"
+	}
+	return string(m)
 }
 
 // App returns the Fiber app, for tests (App().Test) and for registering more
@@ -229,10 +359,18 @@ func New(cfg Config, deps Deps) *Server {
 func (s *Server) App() *fiber.App { return s.app }
 
 // Listen serves on addr until Shutdown.
-func (s *Server) Listen(addr string) error { return s.app.Listen(addr) }
+func (s *Server) Listen(addr string) error {
+	ln, err := net.Listen(s.app.Config().Network, addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
 
-// Serve serves on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+// Serve serves on ln until Shutdown. The server closes a connection whose
+// request it answered without reading the whole body by lingering (see
+// lingerListener), so that the client reads the answer, not a reset.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(lingerListener{ln}) }
 
 // Shutdown stops accepting connections and waits, until ctx is done, for
 // the open ones to finish their requests.

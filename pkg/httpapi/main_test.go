@@ -34,6 +34,7 @@ const testSecret = "httpapi-test-secret-0123456789abcdef"
 // package's test database, with its log captured.
 type env struct {
 	srv   *httpapi.Server
+	deps  httpapi.Deps // what srv was built with
 	tasks *todo.Store
 	jwks  *authtest.JWKSServer
 	log   *logtest.Buffer
@@ -78,7 +79,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 	for _, o := range opts {
 		o(&cfg, &deps)
 	}
-	e.srv = httpapi.New(cfg, deps)
+	e.srv, e.deps = httpapi.New(cfg, deps), deps
 	return e
 }
 
@@ -107,6 +108,7 @@ type res struct {
 	status int
 	header http.Header
 	body   []byte
+	close  bool // the server announced it closes the connection (rawConn only)
 }
 
 func (r res) json(t *testing.T, v any) {
@@ -156,7 +158,7 @@ func (e *env) do(t *testing.T, q req) res {
 	return res{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
-// problem is the error body of API.md.
+// problem is the error body of the API (docs/api.md).
 type problem struct {
 	Type   string `json:"type"`
 	Title  string `json:"title"`

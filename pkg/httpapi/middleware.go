@@ -31,6 +31,12 @@ type key int
 const (
 	keyRequestID key = iota
 	keyIdentity
+	// keyMethod holds the method a client sent when Fiber does not know it
+	// (the request then runs as methodUnknown), for the access log.
+	keyMethod
+	// keyBodyRead is set once the decoder has read the request body to its
+	// end.
+	keyBodyRead
 )
 
 // identity is who authentication found the caller to be.
@@ -78,6 +84,23 @@ func (s *Server) nextRecovering(c *fiber.Ctx) (err error) {
 		}
 	}()
 	return c.Next()
+}
+
+// closeUnreadBody ends the connection after a request whose body was not
+// read to its end: a 401, 403, 404 or 413 is answered without reading it.
+// The unread rest would otherwise be read as the next request; fasthttp
+// would discard up to 256 KiB of it after the answer to keep the
+// connection, reading on behalf of a client nobody authenticated. Instead
+// the answer says "Connection: close" and the connection lingers (see
+// lingerListener) so that the client reads the answer, not a reset.
+func (s *Server) closeUnreadBody(c *fiber.Ctx) error {
+	err := c.Next()
+	// -1 is a chunked body, -2 none at all.
+	if n := c.Request().Header.ContentLength(); (n > 0 || n == -1) && c.Locals(keyBodyRead) == nil {
+		c.Response().Header.SetConnectionClose()
+		lingerOnClose(c.Context().Conn())
+	}
+	return err
 }
 
 // requestID accepts a short, safe incoming X-Request-Id or makes a new one,
@@ -132,7 +155,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		route = "" // no route matched; the last middleware answered
 	}
 	s.reqLog(c).LogAttrs(c.UserContext(), level, "request",
-		slog.String("method", c.Method()),
+		slog.String("method", method(c)),
 		slog.String("path", c.Path()),
 		slog.String("route", route),
 		slog.Int("status", status),
@@ -141,6 +164,14 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		slog.String("ip", c.IP()),
 	)
 	return nil
+}
+
+// method is the request's method as the client sent it.
+func method(c *fiber.Ctx) string {
+	if m, ok := c.Locals(keyMethod).(string); ok {
+		return m
+	}
+	return c.Method()
 }
 
 // reqLog is the server's logger with the request's id and, once

@@ -11,7 +11,7 @@ var middlewarePaths = map[string]bool{"/": true, pathAPI: true, pathAPIUser: tru
 
 // routes registers the middleware in order, then the routes.
 func (s *Server) routes() {
-	s.app.Use(s.recoverPanics, s.requestID, s.accessLog, s.cors())
+	s.app.Use(s.closeUnreadBody, s.recoverPanics, s.requestID, s.accessLog, s.cors())
 	s.app.Get("/healthz", s.healthz)
 	s.app.Get("/readyz", s.readyz)
 	// Fiber's Use matches by prefix, so every path under /api (and any path

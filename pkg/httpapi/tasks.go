@@ -11,7 +11,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/validate"
 )
 
-// taskRoutes registers API.md's "Tasks" routes. Authentication and the path
+// taskRoutes registers the tasks routes of docs/api.md. Authentication and the path
 // user check have run before any of them.
 func (s *Server) taskRoutes() {
 	const tasks, task = pathAPIUser + "/tasks", pathAPIUser + "/tasks/:id"
@@ -23,7 +23,7 @@ func (s *Server) taskRoutes() {
 	s.app.Patch(task+"/complete", s.toggleTask)
 }
 
-// listResponse is API.md's list shape; Data is never null.
+// listResponse is the API's list shape; Data is never null.
 type listResponse[T any] struct {
 	Data       []T     `json:"data"`
 	NextCursor *string `json:"next_cursor"`

@@ -14,7 +14,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/httpapi"
 )
 
-// taskJSON is a Task as API.md shows it.
+// taskJSON is a Task as docs/api.md shows it.
 type taskJSON struct {
 	ID          int64   `json:"id"`
 	UserID      string  `json:"user_id"`
@@ -127,7 +127,7 @@ func TestTaskLifecycle(t *testing.T) {
 }
 
 // TestTaskErrors checks every documented error of the tasks routes, in
-// API.md's order of checks.
+// the API's order of checks.
 func TestTaskErrors(t *testing.T) {
 	e := newEnv(t, withConfig(func(c *httpapi.Config) { c.BodyLimit = 1500 }))
 	user, token := e.user(t)
@@ -407,5 +407,37 @@ func TestJSONEscapes(t *testing.T) {
 		if got.Title != want {
 			t.Errorf("%s stored title %q, want %q", body, got.Title, want)
 		}
+	}
+}
+
+// TestUnknownFieldsBounded checks that a body naming thousands of unknown
+// (and overlong) fields gets a small VALIDATION_FAILED answer: the first 20
+// fields, names cut to 64 bytes, and one entry counting the rest.
+func TestUnknownFieldsBounded(t *testing.T) {
+	e := newEnv(t)
+	user, token := e.user(t)
+	var b strings.Builder
+	b.WriteString(`{"title":"a"`)
+	n := 0
+	for b.Len() < 60_000 {
+		fmt.Fprintf(&b, `,"unknown_%05d_%s":0`, n, strings.Repeat("x", 90))
+		n++
+	}
+	b.WriteString("}")
+	r := e.do(t, req{method: "POST", path: "/api/" + user + "/tasks", token: token, body: b.String()})
+	p := wantProblem(t, r, http.StatusBadRequest, "VALIDATION_FAILED")
+	if len(r.body) > 4<<10 {
+		t.Fatalf("the answer to %d unknown fields is %d bytes", n, len(r.body))
+	}
+	if len(p.Errors) != 21 {
+		t.Fatalf("%d errors, want 20 fields and a summary: %+v", len(p.Errors), p.Errors)
+	}
+	for _, f := range p.Errors[:20] {
+		if !strings.HasPrefix(f.Field, "unknown_") || len(f.Field) > 64 || f.Message == "" {
+			t.Fatalf("field error %+v", f)
+		}
+	}
+	if last := p.Errors[20]; last.Field != "" || !strings.Contains(last.Message, strconv.Itoa(n-20)) {
+		t.Fatalf("summary %+v, want one counting the %d left out", last, n-20)
 	}
 }

@@ -148,7 +148,7 @@ func TestLoadAPIReportsEachProblemOnce(t *testing.T) {
 	if err == nil {
 		t.Fatal("LoadAPI accepted a broken environment")
 	}
-	for _, want := range []string{"DATABASE_URL", "DB_MAX_CONNS", "HTTP_BODY_LIMIT", "LOG_LEVEL", "app.example.com#frag", "cache TTL", "BETTER_AUTH_SECRET", "DEV_MODE"} {
+	for _, want := range []string{"DATABASE_URL", "DB_MAX_CONNS", "HTTP_BODY_LIMIT", "LOG_LEVEL", "app.example.com#frag", "proxy.internal", "CORS_ORIGINS", "HTTP_TRUSTED_PROXIES", "cache TTL", "BETTER_AUTH_SECRET", "DEV_MODE"} {
 		if n := strings.Count(err.Error(), want); n != 1 {
 			t.Errorf("%q is mentioned %d times, want once: %v", want, n, err)
 		}

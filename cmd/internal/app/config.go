@@ -73,6 +73,7 @@ func httpConfig(r *config.Reader) httpapi.Config {
 		BodyLimit:      r.Size("HTTP_BODY_LIMIT", httpapi.DefaultBodyLimit),
 		CORSOrigins:    r.List("CORS_ORIGINS"),
 		TrustedProxies: r.List("HTTP_TRUSTED_PROXIES"),
+		MaxConns:       r.Int("HTTP_MAX_CONNS", httpapi.DefaultMaxConns),
 	}
 	r.Check(cfg.Validate())
 	return cfg
