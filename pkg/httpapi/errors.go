@@ -13,7 +13,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/validate"
 )
 
-// Stable error codes of API.md's error table (plus the few HTTP-level
+// Stable error codes of docs/api.md's error table (plus the few HTTP-level
 // answers Fiber itself produces).
 const (
 	CodeInvalidJSON          = "INVALID_JSON"
