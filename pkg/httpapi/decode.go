@@ -164,7 +164,8 @@ func memberNames(body []byte) ([]string, error) {
 		}
 		name, _ := tok.(string)
 		if seen[name] {
-			return nil, errInvalidJSON(fmt.Sprintf("field %q appears more than once", name))
+			// The name is echoed back cut short: it can be as long as the body.
+			return nil, errInvalidJSON(fmt.Sprintf("field %q appears more than once", validate.ShortName(name)))
 		}
 		seen[name] = true
 		names = append(names, name)

@@ -441,3 +441,17 @@ func TestUnknownFieldsBounded(t *testing.T) {
 		t.Fatalf("summary %+v, want one counting the %d left out", last, n-20)
 	}
 }
+
+// TestDuplicateLongFieldIsBounded: a member name given twice is echoed back
+// cut short, however long it is (a 60 KB body once gave a 180 KB answer).
+func TestDuplicateLongFieldIsBounded(t *testing.T) {
+	e := newEnv(t)
+	user, token := e.user(t)
+	name := strings.Repeat("‹<", 7_000) // 28 KB, twice
+	body := `{"` + name + `":1,"` + name + `":1}`
+	r := e.do(t, req{method: "POST", path: "/api/" + user + "/tasks", token: token, body: body})
+	p := wantProblem(t, r, http.StatusBadRequest, "INVALID_JSON")
+	if len(r.body) > 1<<10 || !strings.Contains(p.Detail, "appears more than once") {
+		t.Fatalf("answer of %d bytes: %s", len(r.body), r.body)
+	}
+}

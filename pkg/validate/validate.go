@@ -103,6 +103,10 @@ func Fields(err error) ([]FieldError, bool) {
 	return e.Fields, true
 }
 
+// ShortName returns field cut to MaxFieldLen bytes, as an Error lists it;
+// use it wherever else an input's name is echoed back.
+func ShortName(field string) string { return cut(field) }
+
 func cut(field string) string {
 	if len(field) <= MaxFieldLen {
 		return field
