@@ -50,6 +50,18 @@ func token(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, 
 	if *userID == "" {
 		return usagef("--user-id is required")
 	}
+	if err := auth.ValidUserID(*userID); err != nil {
+		// The API would refuse the token (and --create-user would store a
+		// user nobody can act as).
+		return usagef("--user-id %v", err)
+	}
+	if *name != "" {
+		n, err := checkName(*name)
+		if err != nil {
+			return err
+		}
+		*name = n
+	}
 	if *ttl <= 0 || *ttl > 30*24*time.Hour {
 		return usagef("--ttl must be between 1s and 720h")
 	}
@@ -111,6 +123,15 @@ func checkEmail(raw string) (string, error) {
 		return "", usagef("--email %q is not an email address like name@example.com", raw)
 	}
 	return e, nil
+}
+
+// checkName validates a user's name given on the command line, trimmed.
+func checkName(raw string) (string, error) {
+	n := strings.TrimSpace(raw)
+	if n == "" || strings.ContainsFunc(n, unicode.IsControl) {
+		return "", usagef("--name must be non-empty text without control characters")
+	}
+	return n, nil
 }
 
 // plainEmailTaken replaces the database's unique-violation text with a
@@ -226,9 +247,9 @@ func usersUpdate(ctx context.Context, fs *flag.FlagSet, args []string, out io.Wr
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "name":
-			n := strings.TrimSpace(*name)
-			if n == "" || strings.ContainsFunc(n, unicode.IsControl) {
-				bad = usagef("--name must be non-empty text without control characters")
+			n, err := checkName(*name)
+			if err != nil {
+				bad = err
 			}
 			patch.Name = &n
 		case "email":

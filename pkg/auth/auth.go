@@ -389,19 +389,26 @@ const maxUserIDLength = 255
 // (other id generators exist), so nothing else is refused. The reasons never
 // quote the sub.
 func checkSubject(sub string) (string, error) {
-	if sub == "" {
-		return "", unauthorized("token has no sub")
-	}
-	if len(sub) > maxUserIDLength {
-		return "", unauthorized("token sub is too long")
-	}
-	if !utf8.ValidString(sub) {
-		return "", unauthorized("token sub is not valid UTF-8")
-	}
-	for _, r := range sub {
-		if unicode.IsControl(r) {
-			return "", unauthorized("token sub contains a control character")
-		}
+	if err := ValidUserID(sub); err != nil {
+		return "", unauthorized("token sub %v", err)
 	}
 	return sub, nil
+}
+
+// ValidUserID reports why id can never be a verified caller: it is empty,
+// longer than 255 bytes, not UTF-8, or holds a control character. The
+// Verifier refuses such a sub; chatctl checks ids with it before minting a
+// token the API would refuse.
+func ValidUserID(id string) error {
+	switch {
+	case id == "":
+		return errors.New("is empty")
+	case len(id) > maxUserIDLength:
+		return fmt.Errorf("is longer than %d bytes", maxUserIDLength)
+	case !utf8.ValidString(id):
+		return errors.New("is not valid UTF-8")
+	case strings.ContainsFunc(id, unicode.IsControl):
+		return errors.New("contains a control character")
+	}
+	return nil
 }
