@@ -10,6 +10,11 @@ import (
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
+// DevSecret is the development BETTER_AUTH_SECRET that the Makefile and
+// docker-compose.yml use when none is set. It is published, so anyone can
+// mint tokens with it: the services accept it only in development mode.
+const DevSecret = "taskchat-local-dev-secret-do-not-use-in-production"
+
 // Listen addresses of the API: everywhere in production, loopback only in
 // development mode, where a well-known secret may be in use.
 const (
@@ -63,6 +68,9 @@ func LoadAPI(getenv config.Getenv) (APIConfig, error) {
 	cfg.Auth = config.Auth(r)
 	cfg.HTTP = httpConfig(r)
 	cfg.Env = r
+	if cfg.Auth.Secret == DevSecret && !cfg.DevMode {
+		r.Fail("BETTER_AUTH_SECRET", "is the published development secret: set your own (openssl rand -base64 32), or DEV_MODE=true on a developer's machine")
+	}
 	return cfg, r.Err()
 }
 

@@ -142,6 +142,7 @@ func TestComposeMatchesTheCode(t *testing.T) {
 			Image       string            `yaml:"image"`
 			Entrypoint  []string          `yaml:"entrypoint"`
 			Environment map[string]string `yaml:"environment"`
+			Ports       []string          `yaml:"ports"`
 		} `yaml:"services"`
 	}
 	if err := yaml.Unmarshal(b, &compose); err != nil {
@@ -151,6 +152,13 @@ func TestComposeMatchesTheCode(t *testing.T) {
 	bins := binaries(t)
 	var ours int
 	for name, s := range compose.Services {
+		// A developer's stack with well-known passwords and secrets: nothing
+		// may be reachable from other hosts.
+		for _, p := range s.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("service %s publishes %q beyond the host's loopback", name, p)
+			}
+		}
 		if !strings.HasPrefix(s.Image, "taskchat") {
 			continue
 		}
@@ -166,8 +174,27 @@ func TestComposeMatchesTheCode(t *testing.T) {
 		if s.Environment["DATABASE_URL"] == "" {
 			t.Errorf("service %s has no DATABASE_URL", name)
 		}
+		// The services refuse the published secret outside development mode.
+		if server := len(s.Ports) > 0; server && strings.Contains(s.Environment["BETTER_AUTH_SECRET"], app.DevSecret) && s.Environment["DEV_MODE"] != "true" {
+			t.Errorf("service %s defaults to the development secret without DEV_MODE=true", name)
+		}
 	}
 	if ours == 0 {
 		t.Fatal("no taskchat services in docker-compose.yml")
+	}
+}
+
+// TestMakefileUsesTheDevelopmentSecret: make run's default secret is the
+// one the services accept in development mode only.
+func TestMakefileUsesTheDevelopmentSecret(t *testing.T) {
+	b, err := os.ReadFile(repoRoot + "/Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "BETTER_AUTH_SECRET ?= "+app.DevSecret+"\n") {
+		t.Fatalf("the Makefile's default BETTER_AUTH_SECRET is not app.DevSecret")
+	}
+	if !strings.Contains(string(b), "DEV_MODE=true $(GO) run ./cmd/chatd") {
+		t.Fatalf("make run does not start chatd in development mode")
 	}
 }
