@@ -17,6 +17,7 @@ import (
 	"ariga.io/atlas/sql/postgres"
 	atlas "ariga.io/atlas/sql/schema"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/schema"
@@ -202,6 +203,11 @@ func normalize(ctx context.Context, dbURL, devURL string, desired *atlas.Realm) 
 			return nil, err
 		}
 		if err := pgdb.CreateDatabase(ctx, dbURL, name); err != nil {
+			if missingDatabase(err) {
+				// The scratch database is made through the target's own
+				// connection, so a missing target fails here first.
+				return nil, fmt.Errorf("the database in DATABASE_URL does not exist (chatctl schema apply --create-database creates it): %w", err)
+			}
 			return nil, fmt.Errorf("create scratch database (set ATLAS_DEV_URL where the role cannot create databases): %w", err)
 		}
 		defer func() {
@@ -235,4 +241,11 @@ func randomSuffix() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// missingDatabase reports whether err is Postgres's "database does not
+// exist" (SQLSTATE 3D000).
+func missingDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000"
 }

@@ -283,3 +283,13 @@ func TestDevURLIsUsedAndLeftEmpty(t *testing.T) {
 		t.Fatal("apply with an unreachable dev database succeeded")
 	}
 }
+
+// TestMissingDatabaseSaysHowToCreateIt: an apply to a database that does not
+// exist names the flag that creates it, not the scratch-database setting.
+func TestMissingDatabaseSaysHowToCreateIt(t *testing.T) {
+	url := dbtest.UnusedURL(t, "dbschema")
+	_, err := dbschema.Apply(context.Background(), url, dbschema.Options{DryRun: true})
+	if err == nil || !strings.Contains(err.Error(), "--create-database") || strings.Contains(err.Error(), "ATLAS_DEV_URL") {
+		t.Fatalf("apply to a missing database: %v", err)
+	}
+}
