@@ -187,6 +187,15 @@ func normalizeOrigin(o string) (string, error) {
 		u.Opaque != "" || u.Path != "" || u.RawQuery != "" || u.ForceQuery || strings.Contains(o, "#") || u.User != nil {
 		return "", fmt.Errorf("CORS_ORIGINS %q is not an origin like https://app.example.com", o)
 	}
+	// Fiber's CORS would read "*" in a host as a wildcard (credentials
+	// included) while the cookie check reads it literally: refuse it.
+	if strings.Contains(u.Host, "*") {
+		return "", fmt.Errorf("CORS_ORIGINS %q: wildcard hosts are not supported; list each origin", o)
+	}
+	// Browsers never send a scheme's default port in Origin.
+	if p := u.Port(); (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") {
+		return "", fmt.Errorf("CORS_ORIGINS %q: leave out the default port %s, browsers never send it", o, p)
+	}
 	return strings.ToLower(u.Scheme + "://" + u.Host), nil
 }
 
@@ -283,7 +292,8 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	s.fiberCfg = fiber.Config{
 		// Streaming hands a request to the middleware once its headers
-		// are in (with at most 8 KiB of body read ahead), so that
+		// and the first min(Content-Length, 8 KiB) body bytes are in (a
+		// client that stops short waits for ReadTimeout), so that
 		// authentication and the path user check run before the body is
 		// read, and the decoder reads no more than BodyLimit+1 bytes.
 		// Without it fasthttp reads every body whole, up to its own limit,

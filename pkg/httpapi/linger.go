@@ -10,8 +10,8 @@ import (
 
 // Bounds of a lingering close. A client that sends its whole body before
 // reading the answer (most do) gets to read the answer as long as the rest
-// of its body arrives within lingerTimeout and is at most lingerMaxBytes —
-// the most fasthttp read before the body was streamed. Past either bound the
+// of its body arrives within lingerTimeout and is at most lingerMaxBytes
+// (the transport's body limit, 8 MiB). Past either bound the
 // connection is closed anyway. The worker stays busy while lingering, so
 // Config.MaxConns bounds lingering connections too.
 const (
