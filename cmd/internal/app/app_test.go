@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -224,16 +228,61 @@ func TestDevModeListensOnLoopback(t *testing.T) {
 }
 
 // TestREADMEDocumentsEveryVariable keeps the README's configuration table
-// in step with what the services read.
+// in step with what the services read, both ways: no variable without a
+// row, no row for a variable nothing reads.
 func TestREADMEDocumentsEveryVariable(t *testing.T) {
 	b, err := os.ReadFile(repoRoot + "/README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range app.Variables() {
+	vars := app.Variables()
+	for _, v := range vars {
 		if !strings.Contains(string(b), "| `"+v+"` |") {
 			t.Errorf("README.md's configuration table has no row for %s", v)
 		}
+	}
+	rows := regexp.MustCompile("(?m)^\\| `([A-Z][A-Z0-9_]*)` \\|").FindAllStringSubmatch(string(b), -1)
+	if len(rows) == 0 {
+		t.Fatal("found no configuration rows in README.md")
+	}
+	for _, row := range rows {
+		// TEST_DATABASE_URL is read by the tests (pkg/dbtest), not a service.
+		if name := row[1]; name != "TEST_DATABASE_URL" && !slices.Contains(vars, name) {
+			t.Errorf("README.md documents %s, which no service reads", name)
+		}
+	}
+}
+
+// TestOnlyConfigReadsTheEnvironment: the start-up log shows every variable
+// the config Reader read; that covers the whole environment only if nothing
+// else reads it. Commands pass os.Getenv to the Reader; no package calls it.
+func TestOnlyConfigReadsTheEnvironment(t *testing.T) {
+	direct := regexp.MustCompile(`os\.(Getenv|LookupEnv|Environ)\(|syscall\.Getenv\(`)
+	err := filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		rel, _ := filepath.Rel(repoRoot, path)
+		if rel == filepath.Join("pkg", "dbtest", "dbtest.go") { // tests' own TEST_DATABASE_URL
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if loc := direct.FindIndex(b); loc != nil {
+			t.Errorf("%s reads the environment itself (%s); read it through pkg/config", rel, b[loc[0]:loc[1]])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
