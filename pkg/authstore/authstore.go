@@ -138,13 +138,12 @@ func (s *Store) GetUser(ctx context.Context, id string) (*User, error) {
 // whose "expiresAt" is after now. When there is no such session it returns
 // ("", nil); a non-nil error means the database could not answer.
 func (s *Store) SessionUser(ctx context.Context, token string, now time.Time) (string, error) {
+	q, err := boundQuerier(s.db)
+	if err != nil {
+		return "", fmt.Errorf("session user: %w", err)
+	}
 	var userID string
-	err := s.db.NewSelect().Model((*Session)(nil)).
-		Column("userId").
-		Where("s.token = ?", token).
-		Where("? > ?", bun.Ident("s.expiresAt"), now).
-		Limit(1).
-		Scan(ctx, &userID)
+	err = q.QueryRowContext(ctx, sessionUserQuery, token, now).Scan(&userID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -152,6 +151,36 @@ func (s *Store) SessionUser(ctx context.Context, token string, now time.Time) (s
 		return "", wrap("session user", err)
 	}
 	return userID, nil
+}
+
+// sessionUserQuery looks a session token up with the token as a bind
+// parameter. bun writes arguments into the SQL text, which Postgres shows to
+// anyone who can read pg_stat_activity and writes to its log on errors and
+// slow statements; a session token is a credential, so it travels apart.
+const sessionUserQuery = `SELECT "userId" FROM session WHERE token = $1 AND "expiresAt" > $2 LIMIT 1`
+
+// querier runs a query with bind parameters ($1, $2, …), as database/sql
+// does.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// boundQuerier returns the database/sql handle under db, whose queries send
+// their arguments as bind parameters (bun's own methods interpolate them).
+func boundQuerier(db bun.IDB) (querier, error) {
+	switch db := db.(type) {
+	case *bun.DB:
+		return db.DB, nil
+	case bun.Tx:
+		return db.Tx, nil
+	case *bun.Tx:
+		return db.Tx, nil
+	case bun.Conn:
+		return db.Conn, nil
+	case *bun.Conn:
+		return db.Conn, nil
+	}
+	return nil, fmt.Errorf("no database/sql handle under %T", db)
 }
 
 // CreateUser inserts u. An empty ID gets a new Better Auth style id (NewID);

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,12 +19,19 @@ import (
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
-// craftedToken is the session token that, when bun's escaping is read with
-// standard_conforming_strings off, ends the token's string literal early
-// and matches every session of userID.
+// craftedToken is the session token that, were it written into the SQL
+// text with bun's escaping and read with standard_conforming_strings off,
+// would end the token's string literal early and match every session of
+// userID. (SessionUser sends the token as a bind parameter, so it is safe
+// either way; other store methods interpolate.)
 func craftedToken(userID string) string {
 	return `\')OR("userId"=$$` + userID + `$$)--`
 }
+
+// craftedUserID is a user id that, written into the SQL text by bun and read
+// with standard_conforming_strings off, ends its string literal early and
+// turns ListSessions's filter into OR(true).
+const craftedUserID = `\')OR(true)--`
 
 // scsOffByDatabase turns standard_conforming_strings off for every session
 // of d and returns the URL to connect with.
@@ -101,8 +109,8 @@ func showSCS(t *testing.T, db bun.IDB) string {
 
 // TestSessionUserWithStandardConformingStringsOff checks that the session
 // settings pgdb pins close the bypass: on a database (or for a role) whose
-// default is standard_conforming_strings=off, the crafted token matches no
-// session while a real token still does. It goes to the store directly, so
+// default is standard_conforming_strings=off, a crafted argument matches no
+// row while a real token still finds its session. It goes to the store directly, so
 // no token check in front of it can hide a missing pin.
 func TestSessionUserWithStandardConformingStringsOff(t *testing.T) {
 	tests := []struct {
@@ -121,13 +129,17 @@ func TestSessionUserWithStandardConformingStringsOff(t *testing.T) {
 			rawURL := tc.off(t, d)
 			now := time.Now()
 
-			// The premise: without the pin this token is an exploit.
+			// The premise: without the pin this user id is an exploit.
 			raw, rawDB := unpinnedStore(t, rawURL)
 			if got := showSCS(t, rawDB); got != "off" {
 				t.Fatalf("an unpinned connection sees standard_conforming_strings=%q; the test needs off", got)
 			}
-			if got, err := raw.SessionUser(ctx, craftedToken(owner.ID), now); err != nil || got != owner.ID {
-				t.Fatalf("unpinned SessionUser(crafted) = %q, %v; the crafted token no longer exploits an unpinned connection, so this test proves nothing: update it", got, err)
+			if got, err := raw.ListSessions(ctx, craftedUserID, 10); err != nil || len(got) != 1 {
+				t.Fatalf("unpinned ListSessions(crafted) = %d sessions, %v; the crafted id no longer exploits an unpinned connection, so this test proves nothing: update it", len(got), err)
+			}
+			// SessionUser binds the token as a parameter: safe even here.
+			if got, err := raw.SessionUser(ctx, craftedToken(owner.ID), now); err != nil || got != "" {
+				t.Fatalf("unpinned SessionUser(crafted) = %q, %v; want \"\", nil", got, err)
 			}
 
 			db, err := pgdb.Open(ctx, pgdb.Config{URL: rawURL, MaxConns: 2})
@@ -139,6 +151,9 @@ func TestSessionUserWithStandardConformingStringsOff(t *testing.T) {
 				t.Fatalf("pgdb pool: standard_conforming_strings = %q, want on", got)
 			}
 			st := authstore.NewStore(db)
+			if got, err := st.ListSessions(ctx, craftedUserID, 10); err != nil || len(got) != 0 {
+				t.Fatalf("ListSessions(crafted) = %d sessions, %v; want none", len(got), err)
+			}
 			if got, err := st.SessionUser(ctx, craftedToken(owner.ID), now); err != nil || got != "" {
 				t.Fatalf("SessionUser(crafted) = %q, %v; want \"\", nil", got, err)
 			}
@@ -146,5 +161,42 @@ func TestSessionUserWithStandardConformingStringsOff(t *testing.T) {
 				t.Fatalf("SessionUser(real token) = %q, %v; want %q", got, err, owner.ID)
 			}
 		})
+	}
+}
+
+// TestSessionTokenStaysOutOfTheQueryText: Postgres shows a connection's
+// last statement in pg_stat_activity (and logs failed or slow ones); a
+// session token is a credential, so it must travel as a bind parameter.
+func TestSessionTokenStaysOutOfTheQueryText(t *testing.T) {
+	ctx := context.Background()
+	st := authstore.NewStore(testDB.DB)
+	owner := newUser(t, st)
+	live := newSession(t, st, owner.ID, time.Now().Add(time.Hour))
+
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	app := "taskchat_test_" + hex.EncodeToString(b)
+	u, err := url.Parse(testDB.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	db, err := pgdb.Open(ctx, pgdb.Config{URL: u.String(), MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() }) // test pool; a close error changes nothing
+	if got, err := authstore.NewStore(db).SessionUser(ctx, live.Token, time.Now()); err != nil || got != owner.ID {
+		t.Fatalf("SessionUser = %q, %v", got, err)
+	}
+	var last string
+	err = testDB.DB.QueryRowContext(ctx, "SELECT query FROM pg_stat_activity WHERE application_name = ?", app).Scan(&last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(last, live.Token) || !strings.Contains(last, "session") {
+		t.Fatalf("the session lookup's text as Postgres shows it: %q", last)
 	}
 }
