@@ -1,0 +1,124 @@
+// Package agent is the assistant's loop: it asks a model (a Provider) for
+// the next turn, runs the tool calls the model makes through a ToolRunner
+// bound to the run's user, feeds the results back, and repeats until the
+// model answers in text or the round cap is hit. It also holds the five
+// todo tools and the offline provider.
+//
+// The loop knows nothing of NATS, HTTP or transactions: the worker gives it
+// a ToolRunner that applies each call and records it in the ledger in one
+// transaction, and a Sink that publishes events. A retried run passes the
+// rounds its ledger already holds, and the loop continues after them
+// instead of asking the model to do them again.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Roles of Message.
+const (
+	RoleSystem    = "system"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+	RoleTool      = "tool"
+)
+
+// Message is one entry of the conversation the model sees.
+type Message struct {
+	Role    string
+	Content string
+	// Calls are the tool calls of an assistant message.
+	Calls []Call
+	// CallID and Name identify the call a tool message answers.
+	CallID string
+	Name   string
+}
+
+// Call is a tool call the model asked for. Arguments is the JSON text the
+// model produced (it may be invalid: the tool answers with an error).
+type Call struct {
+	ID        string
+	Name      string
+	Arguments json.RawMessage
+}
+
+// ToolSpec describes a tool to the model: Parameters is a JSON schema.
+type ToolSpec struct {
+	Name        string
+	Description string
+	Parameters  json.RawMessage
+}
+
+// Request is the input of one model turn.
+type Request struct {
+	Messages []Message
+	Tools    []ToolSpec
+}
+
+// Turn is what the model answered in one round: text, tool calls, or both.
+type Turn struct {
+	Text  string
+	Calls []Call
+}
+
+// Provider is a model. Implementations are safe for concurrent use.
+type Provider interface {
+	// Complete runs one turn. It calls onDelta with each piece of text as it
+	// is generated (from the calling goroutine, in order) and returns the
+	// whole turn. An error means the turn produced nothing usable; errors
+	// worth retrying wrap ErrTransient.
+	Complete(ctx context.Context, req Request, onDelta func(text string)) (Turn, error)
+	// Model names the model, for the assistant message's model field.
+	Model() string
+}
+
+// RecordedCall is a call of a recorded round with its result.
+type RecordedCall struct {
+	Call
+	Result json.RawMessage
+}
+
+// Round is one tool round a previous attempt recorded in the ledger: the
+// model's text of that round and each call with its result, by index.
+type Round struct {
+	Text  string
+	Calls []RecordedCall
+}
+
+// ToolRunner runs tool calls for the run's user. RunTool applies call
+// (index i of round r) and records it with its result in one transaction;
+// when (r, i) is already recorded it returns the recorded result without
+// applying the call again. Tool failures are results
+// ({"status":"error",…}), not errors; an error means the call could not
+// be run or recorded (the run is retried).
+type ToolRunner interface {
+	RunTool(ctx context.Context, round, index int, text string, call Call) (json.RawMessage, error)
+}
+
+// Sink receives what the run produces, as it happens, from the loop's
+// goroutine.
+type Sink interface {
+	// Delta is a piece of the answer's text.
+	Delta(text string)
+	// ToolCall is a call about to run; ToolResult its result.
+	ToolCall(call Call)
+	ToolResult(call Call, result json.RawMessage)
+}
+
+// Input is what a run starts from.
+type Input struct {
+	// History is the conversation so far, oldest first, ending with the
+	// user message being answered; it is already cut to the history window.
+	History []Message
+	// Ledger holds the rounds a previous attempt recorded, in order.
+	Ledger []Round
+}
+
+// Result is a finished run: the answer's text and every tool call of
+// every round with its result, in order.
+type Result struct {
+	Text  string
+	Calls []RecordedCall
+	Model string
+}
