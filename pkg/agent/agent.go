@@ -14,7 +14,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 )
+
+// ErrTransient is wrapped by provider and tool errors worth retrying (the
+// model did not answer, the database blinked); the run is then retried.
+var ErrTransient = errors.New("agent: transient failure")
 
 // Roles of Message.
 const (
