@@ -87,7 +87,7 @@ func TestApplyCreatesEverythingAndSecondApplyPlansNothing(t *testing.T) {
 	if first.Empty() || !first.Applied {
 		t.Fatalf("first apply: empty=%v applied=%v, want a non-empty applied plan", first.Empty(), first.Applied)
 	}
-	for _, table := range []string{"user", "session", "account", "verification", "jwks", "tasks"} {
+	for _, table := range []string{"user", "session", "account", "verification", "jwks", "tasks", "conversations", "messages", "runs", "tool_rounds"} {
 		if !tableExists(t, d.DB.DB, table) {
 			t.Errorf("table %q missing after apply", table)
 		}
