@@ -105,8 +105,8 @@ type RunError struct {
 
 // Run is one answer being produced for one user message.
 type Run struct {
-	ID             string     `json:"id"`
-	ConversationID string     `json:"conversation_id"`
+	ID             string `json:"id"`
+	ConversationID string `json:"conversation_id"`
 	// MessageID is the user message the run answers.
 	MessageID string `json:"message_id"`
 	// AssistantMessageID is the id the run's assistant message gets; it is

@@ -1,0 +1,259 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/taskchat/taskchat/pkg/validate"
+)
+
+// IdempotencyWindow is how long an Idempotency-Key is kept: within it the
+// same key returns the original turn; after it the key starts a new one.
+const IdempotencyWindow = 24 * time.Hour
+
+// Bounds of NewTurn.
+const (
+	// MaxIdempotencyKeyLen bounds an Idempotency-Key, in code points.
+	MaxIdempotencyKeyLen = 255
+	// MaxAutoTitleLen bounds the title a new conversation takes from its
+	// first message, in code points.
+	MaxAutoTitleLen = 60
+)
+
+// NewTurn is the input of CreateTurn: a user message and what the request
+// carried with it.
+type NewTurn struct {
+	// ConversationID is the user's conversation to continue; "" starts a
+	// new one, titled from the message.
+	ConversationID string
+	// Message is the user's text: trimmed, 1–4000 code points.
+	Message string
+	// IdempotencyKey is the request's Idempotency-Key ("" for none), at
+	// most 255 code points; RequestHash identifies the request's body, so
+	// that the key replayed with another body is refused.
+	IdempotencyKey string
+	RequestHash    string
+	// MaxUnfinished caps the user's queued and running runs; 0 means no cap.
+	MaxUnfinished int
+}
+
+// Turn is an accepted user message: its conversation, the message and the
+// run that answers it.
+type Turn struct {
+	Conversation Conversation
+	Message      Message
+	Run          Run
+	// Created is false when the Idempotency-Key matched an earlier turn,
+	// which is returned as it is now.
+	Created bool
+	// Position is how many unfinished runs of the conversation were
+	// accepted before this one (0: next to run).
+	Position int
+}
+
+// CreateTurn accepts a user message: in one transaction it stores the
+// message and a queued run answering it, in the user's conversation
+// in.ConversationID or in a new one, and bumps the conversation's
+// updated_at.
+//
+// Errors: a *validate.Error on "message" or "idempotency_key";
+// ErrNotFound when in.ConversationID is not the user's;
+// ErrIdempotencyKeyReused when in.IdempotencyKey was used within
+// IdempotencyWindow with another RequestHash (with the same one, the
+// original turn comes back with Created false, whatever the cap);
+// ErrTooManyRuns when the user already has in.MaxUnfinished unfinished
+// runs. The user's turns are serialised by a transaction-scoped advisory
+// lock, so neither the key nor the cap can be raced by concurrent requests,
+// on any replica.
+func (s *Store) CreateTurn(ctx context.Context, userID string, in NewTurn) (Turn, error) {
+	var v validate.Errors
+	in.Message = cleanText(&v, "message", in.Message, MaxMessageLen)
+	if k := in.IdempotencyKey; k != "" {
+		checkKey(&v, k)
+	}
+	if err := v.Err(); err != nil {
+		return Turn{}, err
+	}
+	if in.ConversationID != "" {
+		id, ok := parseID(in.ConversationID)
+		if !ok {
+			return Turn{}, ErrNotFound
+		}
+		in.ConversationID = id
+	}
+	var turn Turn
+	err := s.inTx(ctx, "create turn", func(ctx context.Context, tx *Store) error {
+		var err error
+		turn, err = tx.createTurn(ctx, userID, in)
+		return err
+	})
+	return turn, err
+}
+
+// createTurn is CreateTurn's transaction; in is valid.
+func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn, error) {
+	const op = "create turn"
+	if _, err := s.db.NewRaw("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", userID).Exec(ctx); err != nil {
+		return Turn{}, translate(op, err)
+	}
+	if in.IdempotencyKey != "" {
+		turn, found, err := s.replay(ctx, userID, in)
+		if err != nil || found {
+			return turn, err
+		}
+	}
+	if in.MaxUnfinished > 0 {
+		n, err := s.selectFrom(userID, (*runRow)(nil)).Where("r.status IN (?)", unfinished).Count(ctx)
+		if err != nil {
+			return Turn{}, translate(op, err)
+		}
+		if n >= int64(in.MaxUnfinished) {
+			return Turn{}, ErrTooManyRuns
+		}
+	}
+
+	var conv conversationRow
+	if in.ConversationID != "" {
+		// Bumping updated_at also checks the conversation is the user's,
+		// and its row lock keeps it from being deleted under the new rows.
+		err := s.update(userID, &conv).
+			Where("c.id = ?", in.ConversationID).
+			Set("updated_at = now()").
+			Returning("*").
+			Scan(ctx)
+		if err != nil {
+			return Turn{}, translate(op, err)
+		}
+	} else {
+		conv = conversationRow{ID: newID(), UserID: userID, Title: titleFrom(in.Message)}
+		if err := s.insert(&conv).ExcludeColumn("created_at", "updated_at").Returning("*").Scan(ctx); err != nil {
+			return Turn{}, translate(op, err)
+		}
+	}
+
+	runID := newID()
+	msg := messageRow{
+		ID:             newID(),
+		ConversationID: conv.ID,
+		UserID:         userID,
+		RunID:          runID,
+		Role:           RoleUser,
+		Content:        in.Message,
+		ToolCalls:      []ToolCall{},
+	}
+	if err := s.insert(&msg).ExcludeColumn("seq", "created_at").Returning("*").Scan(ctx); err != nil {
+		return Turn{}, translate(op, err)
+	}
+	run := runRow{
+		ID:                 runID,
+		UserID:             userID,
+		ConversationID:     conv.ID,
+		MessageID:          msg.ID,
+		AssistantMessageID: newID(),
+		Status:             RunQueued,
+	}
+	if in.IdempotencyKey != "" {
+		run.IdempotencyKey, run.RequestHash = &in.IdempotencyKey, &in.RequestHash
+	}
+	if err := s.insert(&run).ExcludeColumn("seq", "created_at", "updated_at").Returning("*").Scan(ctx); err != nil {
+		return Turn{}, translate(op, err)
+	}
+	pos, err := s.position(ctx, run)
+	if err != nil {
+		return Turn{}, translate(op, err)
+	}
+	return Turn{Conversation: conv.wire(), Message: msg.wire(), Run: run.wire(), Created: true, Position: pos}, nil
+}
+
+// checkKey records what is wrong with a non-empty Idempotency-Key.
+func checkKey(v *validate.Errors, k string) {
+	const field = "idempotency_key"
+	switch {
+	case !utf8.ValidString(k):
+		v.Add(field, "must be valid UTF-8")
+	case strings.IndexByte(k, 0) >= 0:
+		v.Add(field, "must not contain NUL characters")
+	case strings.TrimSpace(k) != k:
+		v.Add(field, "must not start or end with white space")
+	case utf8.RuneCountInString(k) > MaxIdempotencyKeyLen:
+		v.Addf(field, "must be at most %d characters", MaxIdempotencyKeyLen)
+	}
+}
+
+// replay looks up in.IdempotencyKey: a key older than IdempotencyWindow is
+// forgotten (found false); a fresh one with in.RequestHash gives the
+// original turn; with another hash, ErrIdempotencyKeyReused.
+func (s *Store) replay(ctx context.Context, userID string, in NewTurn) (Turn, bool, error) {
+	const op = "look up idempotency key"
+	_, err := s.update(userID, (*runRow)(nil)).
+		Where("r.idempotency_key = ?", in.IdempotencyKey).
+		Where("r.created_at <= now() - ?::interval", interval(IdempotencyWindow)).
+		Set("idempotency_key = NULL").
+		Set("request_hash = NULL").
+		Exec(ctx)
+	if err != nil {
+		return Turn{}, false, translate(op, err)
+	}
+	var run runRow
+	err = s.selectFrom(userID, &run).Where("r.idempotency_key = ?", in.IdempotencyKey).Scan(ctx)
+	if err != nil {
+		if err = translate(op, err); errors.Is(err, ErrNotFound) {
+			return Turn{}, false, nil
+		}
+		return Turn{}, false, err
+	}
+	if run.RequestHash == nil || *run.RequestHash != in.RequestHash {
+		return Turn{}, false, ErrIdempotencyKeyReused
+	}
+	var conv conversationRow
+	if err := s.selectFrom(userID, &conv).Where("c.id = ?", run.ConversationID).Scan(ctx); err != nil {
+		return Turn{}, false, translate(op, err)
+	}
+	var msg messageRow
+	if err := s.selectFrom(userID, &msg).Where("m.id = ?", run.MessageID).Scan(ctx); err != nil {
+		return Turn{}, false, translate(op, err)
+	}
+	pos, err := s.position(ctx, run)
+	if err != nil {
+		return Turn{}, false, translate(op, err)
+	}
+	return Turn{Conversation: conv.wire(), Message: msg.wire(), Run: run.wire(), Position: pos}, true, nil
+}
+
+// position counts the unfinished runs of run's conversation accepted
+// before it.
+func (s *Store) position(ctx context.Context, run runRow) (int, error) {
+	n, err := s.selectFrom(run.UserID, (*runRow)(nil)).
+		Where("r.conversation_id = ?", run.ConversationID).
+		Where("r.status IN (?)", unfinished).
+		Where("r.seq < ?", run.Seq).
+		Count(ctx)
+	return int(n), err
+}
+
+// titleFrom makes a new conversation's title from its first message (valid
+// and trimmed): the first line, cut to MaxAutoTitleLen code points at a word
+// boundary when it is longer, ending in "…".
+func titleFrom(msg string) string {
+	line, _, _ := strings.Cut(msg, "\n")
+	line = strings.TrimSpace(line)
+	if utf8.RuneCountInString(line) <= MaxAutoTitleLen {
+		return line
+	}
+	runes := []rune(line)
+	keep := MaxAutoTitleLen - 1 // room for the ellipsis
+	if !unicode.IsSpace(runes[keep]) {
+		// Back up to the last space, unless the first word alone is too long.
+		for i := keep - 1; i > 0; i-- {
+			if unicode.IsSpace(runes[i]) {
+				keep = i
+				break
+			}
+		}
+	}
+	return strings.TrimRightFunc(string(runes[:keep]), unicode.IsSpace) + "…"
+}
