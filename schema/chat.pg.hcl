@@ -268,6 +268,11 @@ table "runs" {
     columns = [column.status, column.created_at]
     where   = "status = 'queued'"
   }
+  # chatctl's list of failed runs (few among many completed ones).
+  index "runs_failed_created_idx" {
+    columns = [column.status, column.created_at]
+    where   = "status = 'failed'"
+  }
 }
 
 # The ledger: each tool call of each round of a run with its result, written

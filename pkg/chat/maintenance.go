@@ -126,7 +126,7 @@ func (m *Maintenance) ListRuns(ctx context.Context, f RunFilter) ([]Run, error) 
 	var rows []runRow
 	q := m.db.NewSelect().Model(&rows)
 	if len(f.Statuses) > 0 {
-		q = q.Where("r.status IN (?)", bun.In(f.Statuses))
+		q = q.Where("r.status IN (?)", bun.List(f.Statuses))
 	}
 	if !f.CreatedBefore.IsZero() {
 		q = q.Where("r.created_at < ?", f.CreatedBefore.UTC())
@@ -162,7 +162,7 @@ func (m *Maintenance) RequeueRun(ctx context.Context, runID string) (RunRef, err
 	var r runRow
 	err := m.db.NewUpdate().Model(&r).
 		Where("r.id = ?", id).
-		Where("r.status IN (?)", bun.In([]RunStatus{RunRunning, RunFailed})).
+		Where("r.status IN (?)", bun.List([]RunStatus{RunRunning, RunFailed})).
 		Where("NOT EXISTS (?)", answered).
 		Set("attempts = CASE WHEN status = ? THEN 0 ELSE attempts END", RunFailed).
 		Set("status = ?", RunQueued).

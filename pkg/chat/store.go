@@ -16,8 +16,8 @@ import (
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
-// ErrLeaseLost: the worker no longer holds the run (it is not running, or
-// another worker took it over after the lease expired). The worker stops
+// ErrLeaseLost means the worker no longer holds the run: it is not running,
+// or another worker took it over after the lease expired. The worker stops
 // working on it without writing anything.
 var ErrLeaseLost = errors.New("chat: run lease lost")
 
@@ -135,11 +135,15 @@ func parseID(s string) (string, bool) {
 			}
 			continue
 		}
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+		if !isHex(c) {
 			return "", false
 		}
 	}
 	return strings.ToLower(s), true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // newID returns a fresh UUID. Version 7 ids grow with time, so the primary
@@ -157,7 +161,7 @@ func interval(d time.Duration) string {
 // unfinished are the statuses of runs that still have to end. Queries
 // filter with r.status IN (?) over this list, the predicate of the partial
 // indexes on unfinished runs.
-var unfinished = bun.In([]RunStatus{RunQueued, RunRunning})
+var unfinished = bun.List([]RunStatus{RunQueued, RunRunning})
 
 // conversationRow maps the conversations table.
 type conversationRow struct {
@@ -244,9 +248,10 @@ type runRow struct {
 	FinishedAt         *time.Time `bun:"finished_at"`
 	UpdatedAt          time.Time  `bun:"updated_at,nullzero,notnull,default:now()"`
 
-	// LeaseLive is lease_expires_at > now() by the database's clock, where
-	// a query asks for it.
+	// LeaseLive is lease_expires_at > now() and KeyFresh is created_at
+	// within IdempotencyWindow, by the database's clock, where a query asks.
 	LeaseLive bool `bun:"lease_live,scanonly"`
+	KeyFresh  bool `bun:"key_fresh,scanonly"`
 }
 
 func (r runRow) wire() Run {

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"strings"
 	"time"
@@ -162,9 +163,12 @@ func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn
 	if err := s.insert(&run).ExcludeColumn("seq", "created_at", "updated_at").Returning("*").Scan(ctx); err != nil {
 		return Turn{}, translate(op, err)
 	}
-	pos, err := s.position(ctx, run)
-	if err != nil {
-		return Turn{}, translate(op, err)
+	pos := 0 // the only run of a new conversation
+	if in.ConversationID != "" {
+		var err error
+		if pos, err = s.position(ctx, run); err != nil {
+			return Turn{}, translate(op, err)
+		}
 	}
 	return Turn{Conversation: conv.wire(), Message: msg.wire(), Run: run.wire(), Created: true, Position: pos}, nil
 }
@@ -189,22 +193,26 @@ func checkKey(v *validate.Errors, k string) {
 // original turn; with another hash, ErrIdempotencyKeyReused.
 func (s *Store) replay(ctx context.Context, userID string, in NewTurn) (Turn, bool, error) {
 	const op = "look up idempotency key"
-	_, err := s.update(userID, (*runRow)(nil)).
+	var run runRow
+	err := s.selectFrom(userID, &run).
+		ColumnExpr("r.*").
+		ColumnExpr("r.created_at > now() - ?::interval AS key_fresh", interval(IdempotencyWindow)).
 		Where("r.idempotency_key = ?", in.IdempotencyKey).
-		Where("r.created_at <= now() - ?::interval", interval(IdempotencyWindow)).
-		Set("idempotency_key = NULL").
-		Set("request_hash = NULL").
-		Exec(ctx)
+		Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Turn{}, false, nil
+	}
 	if err != nil {
 		return Turn{}, false, translate(op, err)
 	}
-	var run runRow
-	err = s.selectFrom(userID, &run).Where("r.idempotency_key = ?", in.IdempotencyKey).Scan(ctx)
-	if err != nil {
-		if err = translate(op, err); errors.Is(err, ErrNotFound) {
-			return Turn{}, false, nil
-		}
-		return Turn{}, false, err
+	if !run.KeyFresh {
+		// Forget the old key so that the new turn can take it.
+		_, err := s.update(userID, (*runRow)(nil)).
+			Where("r.id = ?", run.ID).
+			Set("idempotency_key = NULL").
+			Set("request_hash = NULL").
+			Exec(ctx)
+		return Turn{}, false, translate(op, err)
 	}
 	if run.RequestHash == nil || *run.RequestHash != in.RequestHash {
 		return Turn{}, false, ErrIdempotencyKeyReused

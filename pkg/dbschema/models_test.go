@@ -9,16 +9,26 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/taskchat/taskchat/pkg/authstore"
+	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/todo"
 )
 
 // pgTypeOf maps the Go types the models use to information_schema's data_type.
 var pgTypeOf = map[reflect.Type]string{
-	reflect.TypeOf(""):          "text",
-	reflect.TypeOf(true):        "boolean",
-	reflect.TypeOf(int64(0)):    "bigint",
-	reflect.TypeOf(time.Time{}): "timestamp with time zone",
+	reflect.TypeOf(""):             "text",
+	reflect.TypeOf(chat.RunQueued): "text",
+	reflect.TypeOf(true):           "boolean",
+	reflect.TypeOf(int64(0)):       "bigint",
+	reflect.TypeOf(0):              "integer",
+	reflect.TypeOf(time.Time{}):    "timestamp with time zone",
+}
+
+// pgTypeOfTag maps a model's explicit bun type (type:uuid) to data_type; it
+// wins over the Go type (a string field may map a uuid column).
+var pgTypeOfTag = map[string]string{
+	"uuid":  "uuid",
+	"jsonb": "jsonb",
 }
 
 // TestModelsMatchAppliedSchema checks every column a bun model maps exists in
@@ -27,7 +37,7 @@ var pgTypeOf = map[reflect.Type]string{
 func TestModelsMatchAppliedSchema(t *testing.T) {
 	d := dbtest.WithSchema(t, "models")
 
-	models := []any{(*todo.Task)(nil), (*authstore.User)(nil), (*authstore.Session)(nil), (*authstore.Account)(nil)}
+	models := append([]any{(*todo.Task)(nil), (*authstore.User)(nil), (*authstore.Session)(nil), (*authstore.Account)(nil)}, chat.Models()...)
 	for _, m := range models {
 		table := d.DB.Table(reflect.TypeOf(m).Elem())
 		t.Run(table.Name, func(t *testing.T) {
@@ -42,6 +52,9 @@ func TestModelsMatchAppliedSchema(t *testing.T) {
 					continue
 				}
 				want, known := pgTypeOf[f.IndirectType]
+				if tag, ok := f.Tag.Option("type"); ok {
+					want, known = pgTypeOfTag[tag]
+				}
 				if !known {
 					t.Errorf("%s.%s: Go type %s has no known column type", table.Name, f.Name, f.IndirectType)
 					continue

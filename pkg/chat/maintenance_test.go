@@ -1,0 +1,201 @@
+package chat_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/taskchat/taskchat/pkg/chat"
+)
+
+// backdate sets a run's created_at to ago before now.
+func backdate(t *testing.T, runID string, ago time.Duration) {
+	t.Helper()
+	_, err := testDB.DB.NewRaw("UPDATE runs SET created_at = now() - ? * interval '1 microsecond' WHERE id = ?", ago.Microseconds(), runID).Exec(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// staleIDs returns the ids StaleRuns reports among ids, in its order.
+func staleIDs(t *testing.T, m *chat.Maintenance, queuedBefore, now time.Time, ids ...string) []string {
+	t.Helper()
+	refs, err := m.StaleRuns(context.Background(), queuedBefore, now, chat.MaxRunListLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range refs {
+		if slices.Contains(ids, r.RunID) {
+			out = append(out, r.RunID)
+		}
+	}
+	return out
+}
+
+func TestStaleRuns(t *testing.T) {
+	ctx := context.Background()
+	m := chat.NewMaintenance(testDB.DB)
+	s, user := newStore(t)
+	_, other := newStore(t)
+
+	// Conversation A: an orphaned running run (its lease expired) with a
+	// queued run behind it.
+	orphan := mustTurn(t, s, user, "", "orphan")
+	behind := mustTurn(t, s, user, orphan.Conversation.ID, "behind the orphan")
+	mustClaim(t, s, user, orphan.Run.ID, "dead", chat.ClaimOK)
+	expireLease(t, orphan.Run.ID)
+	// Conversation B: a queued run nobody claimed (its publish was lost).
+	lost := mustTurn(t, s, other, "", "lost publish")
+	// Conversation C: a healthy running run and a young queued run.
+	healthy := mustTurn(t, s, user, "", "healthy")
+	mustClaim(t, s, user, healthy.Run.ID, "alive", chat.ClaimOK)
+	young := mustTurn(t, s, user, "", "young")
+	for _, id := range []string{orphan.Run.ID, behind.Run.ID, lost.Run.ID, healthy.Run.ID} {
+		backdate(t, id, time.Hour)
+	}
+	all := []string{orphan.Run.ID, behind.Run.ID, lost.Run.ID, healthy.Run.ID, young.Run.ID}
+	queuedBefore := time.Now().Add(-time.Minute)
+
+	got := staleIDs(t, m, queuedBefore, time.Time{}, all...)
+	if want := []string{orphan.Run.ID, lost.Run.ID}; !slices.Equal(got, want) {
+		t.Errorf("stale %v, want the orphan then the lost run %v", got, want)
+	}
+	refs, err := m.StaleRuns(ctx, queuedBefore, time.Time{}, chat.MaxRunListLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range refs {
+		if r.RunID == lost.Run.ID && (r.UserID != other || r.ConversationID != lost.Conversation.ID || r.Status != chat.RunQueued) {
+			t.Errorf("ref %+v", r)
+		}
+		if r.RunID == orphan.Run.ID && (r.UserID != user || r.Status != chat.RunRunning) {
+			t.Errorf("ref %+v", r)
+		}
+	}
+	t.Run("now from the caller", func(t *testing.T) {
+		got := staleIDs(t, m, queuedBefore, time.Now().Add(2*lease), all...)
+		if !slices.Contains(got, healthy.Run.ID) {
+			t.Errorf("a lease expired by the caller's clock is not stale: %v", got)
+		}
+	})
+	t.Run("limit", func(t *testing.T) {
+		refs, err := m.StaleRuns(ctx, queuedBefore, time.Time{}, 1)
+		if err != nil || len(refs) != 1 {
+			t.Fatalf("refs %+v, %v", refs, err)
+		}
+		_, err = m.StaleRuns(ctx, queuedBefore, time.Time{}, -1)
+		wantFields(t, err, "limit")
+	})
+	t.Run("the run behind becomes stale once the orphan ends", func(t *testing.T) {
+		if _, _, err := s.FinishRun(ctx, user, orphan.Run.ID, "", chat.Finish{Status: chat.RunFailed}); err != nil {
+			t.Fatal(err)
+		}
+		if got := staleIDs(t, m, queuedBefore, time.Time{}, all...); !slices.Equal(got, []string{behind.Run.ID, lost.Run.ID}) &&
+			!slices.Equal(got, []string{lost.Run.ID, behind.Run.ID}) {
+			t.Errorf("stale %v", got)
+		}
+	})
+}
+
+func TestListRuns(t *testing.T) {
+	ctx := context.Background()
+	m := chat.NewMaintenance(testDB.DB)
+	s, user := newStore(t)
+	failed := mustTurn(t, s, user, "", "failed")
+	if _, _, err := s.FinishRun(ctx, user, failed.Run.ID, "", chat.Finish{Status: chat.RunFailed}); err != nil {
+		t.Fatal(err)
+	}
+	stuck := mustTurn(t, s, user, "", "stuck")
+	backdate(t, stuck.Run.ID, 2*time.Hour)
+	fresh := mustTurn(t, s, user, "", "fresh")
+
+	ids := func(runs []chat.Run) []string {
+		var out []string
+		for _, r := range runs {
+			if r.UserID == user {
+				out = append(out, r.ID)
+			}
+		}
+		return out
+	}
+	runs, err := m.ListRuns(ctx, chat.RunFilter{Statuses: []chat.RunStatus{chat.RunFailed}, Limit: chat.MaxRunListLimit})
+	if err != nil || !slices.Equal(ids(runs), []string{failed.Run.ID}) {
+		t.Errorf("failed runs %v, %v", ids(runs), err)
+	}
+	runs, err = m.ListRuns(ctx, chat.RunFilter{Statuses: []chat.RunStatus{chat.RunQueued}, CreatedBefore: time.Now().Add(-time.Hour), Limit: chat.MaxRunListLimit})
+	if err != nil || !slices.Equal(ids(runs), []string{stuck.Run.ID}) {
+		t.Errorf("old queued runs %v, %v", ids(runs), err)
+	}
+	runs, err = m.ListRuns(ctx, chat.RunFilter{Limit: chat.MaxRunListLimit})
+	if err != nil || !slices.Equal(ids(runs), []string{stuck.Run.ID, failed.Run.ID, fresh.Run.ID}) {
+		t.Errorf("all runs, oldest first: %v, %v", ids(runs), err)
+	}
+	_, err = m.ListRuns(ctx, chat.RunFilter{Statuses: []chat.RunStatus{"stuck"}, Limit: 5000})
+	wantFields(t, err, "status", "limit")
+}
+
+func TestRequeueRun(t *testing.T) {
+	ctx := context.Background()
+	m := chat.NewMaintenance(testDB.DB)
+	s, user := newStore(t)
+	t.Run("failed", func(t *testing.T) {
+		turn := mustTurn(t, s, user, "", "failed")
+		mustClaim(t, s, user, turn.Run.ID, "w", chat.ClaimOK)
+		if _, _, err := s.FinishRun(ctx, user, turn.Run.ID, "w", chat.Finish{Status: chat.RunFailed, Error: &chat.RunError{Code: chat.CodeAttemptsExceeded, Message: "x"}}); err != nil {
+			t.Fatal(err)
+		}
+		ref, err := m.RequeueRun(ctx, turn.Run.ID)
+		if err != nil || ref != (chat.RunRef{UserID: user, ConversationID: turn.Conversation.ID, RunID: turn.Run.ID, Status: chat.RunQueued}) {
+			t.Fatalf("ref %+v, %v", ref, err)
+		}
+		st := rawRun(t, turn.Run.ID)
+		if st.Status != "queued" || st.ErrorCode != nil || st.FinishedAt != nil || st.Attempts != 0 {
+			t.Errorf("requeued %+v", st)
+		}
+		if c := mustClaim(t, s, user, turn.Run.ID, "w", chat.ClaimOK); c.Run.Attempts != 1 {
+			t.Errorf("attempt %d after requeue", c.Run.Attempts)
+		}
+	})
+	t.Run("running", func(t *testing.T) {
+		turn := mustTurn(t, s, user, "", "stuck")
+		mustClaim(t, s, user, turn.Run.ID, "w", chat.ClaimOK)
+		if _, err := m.RequeueRun(ctx, turn.Run.ID); err != nil {
+			t.Fatal(err)
+		}
+		st := rawRun(t, turn.Run.ID)
+		if st.Status != "queued" || st.LeaseOwner != nil || st.LeaseExpiresAt != nil || st.Attempts != 1 {
+			t.Errorf("requeued %+v", st)
+		}
+		_, err := s.RenewLease(ctx, user, turn.Run.ID, "w", lease)
+		wantErr(t, err, chat.ErrLeaseLost)
+		if ref, err := m.RequeueRun(ctx, turn.Run.ID); err != nil || ref.Status != chat.RunQueued {
+			t.Errorf("requeue of a queued run: %+v, %v", ref, err)
+		}
+	})
+	t.Run("finished", func(t *testing.T) {
+		done := mustTurn(t, s, user, "", "done")
+		answer(t, s, user, done.Run.ID, "ok")
+		_, err := m.RequeueRun(ctx, done.Run.ID)
+		wantErr(t, err, chat.ErrRunFinished)
+		cancelled := mustTurn(t, s, user, "", "cancelled")
+		if _, err := s.CancelRun(ctx, user, cancelled.Run.ID); err != nil {
+			t.Fatal(err)
+		}
+		_, err = m.RequeueRun(ctx, cancelled.Run.ID)
+		wantErr(t, err, chat.ErrRunFinished)
+		answered := mustTurn(t, s, user, "", "failed with an answer")
+		if _, _, err := s.FinishRun(ctx, user, answered.Run.ID, "", chat.Finish{Status: chat.RunFailed, Answer: &chat.Answer{Content: "partial"}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = m.RequeueRun(ctx, answered.Run.ID)
+		wantErr(t, err, chat.ErrRunFinished)
+	})
+	t.Run("unknown", func(t *testing.T) {
+		_, err := m.RequeueRun(ctx, "0190a0a0-0000-7000-8000-000000000000")
+		wantErr(t, err, chat.ErrNotFound)
+		_, err = m.RequeueRun(ctx, "x")
+		wantErr(t, err, chat.ErrNotFound)
+	})
+}
