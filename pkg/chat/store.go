@@ -53,8 +53,8 @@ func scope(userID string) func(bun.QueryBuilder) bun.QueryBuilder {
 	}
 }
 
-// selectFrom starts a select of userID's rows of model's table into dest
-// (nil: the caller names the destination at Scan).
+// selectFrom starts a select of userID's rows of model's table, scanned
+// into model (a typed nil: the caller names the destination at Scan).
 func (s *Store) selectFrom(userID string, model any) *bun.SelectQuery {
 	return s.db.NewSelect().Model(model).ApplyQueryBuilder(scope(userID))
 }
@@ -96,11 +96,12 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(ctx context.Context
 	return err
 }
 
-// translate maps a database error to the package's errors: no row and a
-// broken foreign key (the conversation or run was deleted meanwhile) →
-// ErrNotFound; a second assistant message for a run → ErrRunFinished;
-// nil stays nil; anything else is wrapped with op, and also with pgdb.ErrUnavailable when
-// the database could not be reached or could not answer in time.
+// translate maps a database error to the package's errors: nil stays nil;
+// no row and a broken foreign key (the conversation, run or user was
+// deleted meanwhile) → ErrNotFound; a second assistant message for a run →
+// ErrRunFinished; anything else is wrapped with op, and also with
+// pgdb.ErrUnavailable when the database could not be reached or could not
+// answer in time.
 func translate(op string, err error) error {
 	if err == nil {
 		return nil

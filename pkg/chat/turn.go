@@ -62,14 +62,16 @@ type Turn struct {
 // updated_at.
 //
 // Errors: a *validate.Error on "message" or "idempotency_key";
-// ErrNotFound when in.ConversationID is not the user's;
+// ErrNotFound when in.ConversationID is not the user's (or the user does
+// not exist);
 // ErrIdempotencyKeyReused when in.IdempotencyKey was used within
 // IdempotencyWindow with another RequestHash (with the same one, the
 // original turn comes back with Created false, whatever the cap);
 // ErrTooManyRuns when the user already has in.MaxUnfinished unfinished
 // runs. The user's turns are serialised by a transaction-scoped advisory
 // lock, so neither the key nor the cap can be raced by concurrent requests,
-// on any replica.
+// on any replica. A key lives in its run's row, so it is forgotten when the
+// conversation is deleted.
 func (s *Store) CreateTurn(ctx context.Context, userID string, in NewTurn) (Turn, error) {
 	var v validate.Errors
 	in.Message = cleanText(&v, "message", in.Message, MaxMessageLen)
