@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -273,7 +274,7 @@ func TestOfflineUtterances(t *testing.T) {
 					t.Errorf("call %d id %q empty or repeated", i, got.call.ID)
 				}
 				seen[got.call.ID] = true
-				if res.Calls[i].Call.ID != got.call.ID || string(res.Calls[i].Result) != string(got.result) {
+				if res.Calls[i].ID != got.call.ID || string(res.Calls[i].Result) != string(got.result) {
 					t.Errorf("Result.Calls[%d] = %+v, want what ran", i, res.Calls[i])
 				}
 			}
@@ -473,7 +474,7 @@ func TestOfflineProvider(t *testing.T) {
 				cancel()
 			}
 		})
-	if err != context.Canceled || n != 3 {
+	if !errors.Is(err, context.Canceled) || n != 3 {
 		t.Errorf("cancelled mid-stream: err %v after %d deltas", err, n)
 	}
 	if p.Model() != agent.OfflineModel {

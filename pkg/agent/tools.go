@@ -26,6 +26,8 @@ type TaskStore interface {
 	Delete(ctx context.Context, userID string, id int64) error
 }
 
+var _ TaskStore = (*todo.Store)(nil)
+
 // Names of the tools.
 const (
 	ToolAddTask      = "add_task"
