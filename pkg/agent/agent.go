@@ -62,7 +62,9 @@ type Message struct {
 }
 
 // Call is a tool call the model asked for. Arguments is the JSON text the
-// model produced (it may be invalid: the tool answers with an error).
+// model produced (it may be invalid: the tool answers with an error). The
+// loop hands ToolRunner, Sink and Result valid JSON only: empty arguments
+// as {}, text that is not JSON as a JSON string holding it.
 type Call struct {
 	ID        string
 	Name      string

@@ -39,6 +39,10 @@ type target struct {
 	value string
 }
 
+// maxTargets bounds the readings of an update kept for matching, so that a
+// long message full of " to " stays cheap.
+const maxTargets = 8
+
 // intent is a parsed user message.
 type intent struct {
 	kind intentKind
@@ -173,7 +177,7 @@ func parseUpdate(s string) (intent, bool) {
 	} else if r, ok := cutPrefix(rest, "the title of", "the name of", "title of", "name of"); ok {
 		rest = r
 	}
-	for i := 0; i+4 <= len(rest); i++ {
+	for i := 0; i+4 <= len(rest) && len(in.targets) < maxTargets; i++ {
 		if !strings.EqualFold(rest[i:i+4], " to ") {
 			continue
 		}

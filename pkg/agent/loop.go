@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -124,6 +125,7 @@ func (a *Agent) Run(ctx context.Context, in Input, tools ToolRunner, sink Sink) 
 				// gave none still needs one that is unique in the run.
 				c.ID = "call_r" + strconv.Itoa(round) + "_" + strconv.Itoa(i)
 			}
+			c.Arguments = jsonArguments(c.Arguments)
 			calls[i] = c
 		}
 		msgs = append(msgs, Message{Role: RoleAssistant, Content: turn.Text, Calls: calls})
@@ -144,6 +146,24 @@ func (a *Agent) Run(ctx context.Context, in Input, tools ToolRunner, sink Sink) 
 			res.Calls = append(res.Calls, RecordedCall{Call: c, Result: result})
 		}
 	}
+}
+
+// jsonArguments returns a call's arguments as valid JSON, since the ledger
+// and the assistant message store them as JSON: empty arguments become {},
+// text that is not JSON becomes a JSON string holding it, which the tools
+// refuse (INVALID_ARGUMENTS) as they would the text itself.
+func jsonArguments(args json.RawMessage) json.RawMessage {
+	if len(bytes.TrimSpace(args)) == 0 {
+		return json.RawMessage(`{}`)
+	}
+	if json.Valid(args) {
+		return args
+	}
+	b, err := json.Marshal(string(args))
+	if err != nil {
+		panic("agent: encode arguments: " + err.Error()) // cannot happen: a string
+	}
+	return b
 }
 
 // toolMessage is the message that gives the model call's result.

@@ -301,17 +301,25 @@ func TestRunBadCalls(t *testing.T) {
 		if m := p.reqs[1].Messages[len(p.reqs[1].Messages)-3+i]; m.Content != string(c.Result) {
 			t.Errorf("model saw %q for call %s", m.Content, c.ID)
 		}
+		if !json.Valid(c.Arguments) || !json.Valid(r.ran[i].call.Arguments) {
+			t.Errorf("call %s arguments %q are not JSON", c.ID, c.Arguments)
+		}
+	}
+	var kept string
+	if err := json.Unmarshal(res.Calls[1].Arguments, &kept); err != nil || kept != `{"title": "unterminated` {
+		t.Errorf("invalid arguments kept as %s", res.Calls[1].Arguments)
 	}
 	if got := tasksOf(t, r.user); len(got) != 0 {
 		t.Errorf("tasks %+v", got)
 	}
 }
 
-// TestRunMissingCallIDs checks that calls without ids get distinct ones.
+// TestRunMissingCallIDs checks that calls without ids get distinct ones,
+// and that empty arguments are handed on as {}.
 func TestRunMissingCallIDs(t *testing.T) {
 	r := newRunner(t)
 	p := &fakeProvider{turns: []agent.Turn{
-		{Calls: []agent.Call{call("", "list_tasks", `{}`), call("", "list_tasks", `{}`)}},
+		{Calls: []agent.Call{call("", "list_tasks", `{}`), call("", "list_tasks", ``)}},
 		{Calls: []agent.Call{call("", "list_tasks", `{}`)}},
 		{Text: "Done."},
 	}}
@@ -328,6 +336,9 @@ func TestRunMissingCallIDs(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Errorf("calls %+v", res.Calls)
+	}
+	if string(res.Calls[1].Arguments) != `{}` || errorCode(t, res.Calls[1].Result) != "" {
+		t.Errorf("empty arguments became %s, result %s", res.Calls[1].Arguments, res.Calls[1].Result)
 	}
 }
 

@@ -481,3 +481,28 @@ func TestOfflineProvider(t *testing.T) {
 		t.Errorf("model %q", p.Model())
 	}
 }
+
+// BenchmarkOfflineRun measures the agent's own cost of one chat turn with
+// the offline provider (tools answered without a database): what it adds
+// to each turn of the pipeline.
+func BenchmarkOfflineRun(b *testing.B) {
+	a := agent.New(agent.NewOffline())
+	listed, _ := json.Marshal([]agent.ListedTask{{ID: 1, Title: "Buy milk"}, {ID: 2, Title: "Team meeting"}, {ID: 3, Title: "Call mom"}})
+	tools := toolFunc(func(_ context.Context, _, _ int, _ string, c agent.Call) (json.RawMessage, error) {
+		if c.Name == agent.ToolListTasks {
+			return listed, nil
+		}
+		return json.RawMessage(`{"task_id":2,"status":"deleted","title":"Team meeting"}`), nil
+	})
+	history := []agent.Message{
+		{Role: agent.RoleUser, Content: "add buy milk"},
+		{Role: agent.RoleAssistant, Content: `Added "Buy milk" (task 1).`},
+		{Role: agent.RoleUser, Content: "delete the meeting task"},
+	}
+	for b.Loop() {
+		res, err := a.Run(context.Background(), agent.Input{History: history}, tools, nil)
+		if err != nil || len(res.Calls) != 2 {
+			b.Fatalf("%+v, %v", res, err)
+		}
+	}
+}
