@@ -57,6 +57,9 @@ func New(p Provider, opts ...Option) *Agent {
 	return a
 }
 
+// Model names the model the agent asks (its provider's).
+func (a *Agent) Model() string { return a.provider.Model() }
+
 // Run answers in.History's last message. It replays in.Ledger's rounds
 // (see the package comment), then asks the model for the next round until
 // a turn has no tool calls: that turn's text is Result.Text. Each call is
