@@ -9,6 +9,27 @@
 // transaction, and a Sink that publishes events. A retried run passes the
 // rounds its ledger already holds, and the loop continues after them
 // instead of asking the model to do them again.
+//
+// Replay: the recorded rounds become the model's messages (an assistant
+// message with the round's text and calls, then one tool message per
+// result) and the loop asks the model for the next round. Their tools are
+// not run again (RunTool is not called for them), but they are announced
+// to the Sink again, before anything new: the round's text as one Delta,
+// then ToolCall and ToolResult for each call with its recorded id and
+// result. The worker publishes run.restarted before a retry, clients drop
+// what they had of the run, and the retry's events alone rebuild the
+// whole run, as if it had run once.
+//
+// Text: every turn's text is streamed to Sink.Delta as it arrives,
+// including the text a model writes next to its tool calls (which the
+// ledger keeps as Round.Text); Result.Text is the final turn's text only,
+// the answer. The offline provider writes no text next to its calls, so
+// its deltas add up to Result.Text exactly.
+//
+// The five tools (ExecTool, ToolSpecs) are the todo app's tool set of
+// API.md; the user they act for is always the caller's, never an argument.
+// The offline provider (NewOffline) stands in for a model when none is
+// configured.
 package agent
 
 import (
@@ -41,7 +62,9 @@ type Message struct {
 }
 
 // Call is a tool call the model asked for. Arguments is the JSON text the
-// model produced (it may be invalid: the tool answers with an error).
+// model produced (it may be invalid: the tool answers with an error). The
+// loop hands ToolRunner, Sink and Result valid JSON only: empty arguments
+// as {}, text that is not JSON as a JSON string holding it.
 type Call struct {
 	ID        string
 	Name      string

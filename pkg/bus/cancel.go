@@ -1,0 +1,61 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+)
+
+// PublishCancel asks whichever worker holds runID to stop it, over core
+// NATS: every process subscribed with SubscribeCancel hears it, none
+// stores it. It returns once the server has the message (a flush round
+// trip); a worker that is not listening at that moment never hears it, so
+// the run's status in Postgres stays the authority. NATS failures wrap
+// ErrUnavailable.
+func (b *Bus) PublishCancel(ctx context.Context, runID string) error {
+	if !idSafe(runID) {
+		return fmt.Errorf("publish cancel: %w: run id is empty or not printable ASCII", ErrInvalidID)
+	}
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("publish cancel: %w: %s", ErrUnavailable, b.nc.Status())
+	}
+	if err := b.nc.PublishMsg(newMsg(ctx, b.cfg.cancelSubject(), runID, []byte(runID))); err != nil {
+		return fmt.Errorf("publish cancel: %w", unavailable(err))
+	}
+	ctx, cancel := withTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("publish cancel: %w", unavailable(err))
+	}
+	return nil
+}
+
+// SubscribeCancel calls f with the run id of every cancel signal from now
+// on. f runs on the subscription's one goroutine, so it must be quick.
+// stop unsubscribes.
+func (b *Bus) SubscribeCancel(f func(runID string)) (stop func(), err error) {
+	sub, err := b.nc.Subscribe(b.cfg.cancelSubject(), func(m *nats.Msg) {
+		if id := string(m.Data); idSafe(id) {
+			f(id)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe cancel: %w", unavailable(err))
+	}
+	if err := b.registered(sub); err != nil {
+		return nil, fmt.Errorf("subscribe cancel: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// registered waits until the server has sub (a flush round trip), so a
+// message published by another connection right after is delivered; on
+// failure it drops sub.
+func (b *Bus) registered(sub *nats.Subscription) error {
+	if err := b.nc.FlushTimeout(b.cfg.PublishTimeout); err != nil {
+		_ = sub.Unsubscribe()
+		return unavailable(err)
+	}
+	return nil
+}
