@@ -1,5 +1,6 @@
 // Command api serves taskchat's HTTP API alone; run several replicas behind
-// a load balancer and scale the workers separately.
+// a load balancer and scale the workers (cmd/worker) separately. It needs
+// NATS_URL: it hands chat messages to the workers through JetStream.
 package main
 
 import (
@@ -27,7 +28,7 @@ func main() {
 // run serves the API until ctx is done (SIGINT or SIGTERM).
 func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	// Configuration.
-	cfg, err := app.LoadAPI(getenv)
+	cfg, err := app.Load(getenv, app.ServiceAPI)
 	if err != nil {
 		return err
 	}
@@ -41,11 +42,19 @@ func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	}
 	defer db.Close()
 
-	// HTTP.
-	srv, err := app.NewAPIServer(cfg, db, log)
+	// NATS.
+	b, err := app.ConnectBus(ctx, cfg, "", "taskchat-api", log)
 	if err != nil {
 		return err
 	}
+	defer b.Close()
+
+	// HTTP.
+	srv, stopEvents, err := app.NewAPIServer(cfg, db, b, log)
+	if err != nil {
+		return err
+	}
+	defer stopEvents()
 	ln, err := app.Listen(cfg.HTTPAddr)
 	if err != nil {
 		return err

@@ -25,6 +25,7 @@ func TestRunStopsWhenTheDatabaseIsDown(t *testing.T) {
 	err := run(context.Background(), func(k string) string {
 		return map[string]string{
 			"DATABASE_URL":       "postgres://postgres@127.0.0.1:1/taskchat?sslmode=disable&connect_timeout=2",
+			"NATS_URL":           "nats://127.0.0.1:4222",
 			"BETTER_AUTH_SECRET": "api-test-secret-0123456789abcdefghijkl",
 		}[k]
 	}, &logs)

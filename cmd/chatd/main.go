@@ -1,7 +1,7 @@
-// Command chatd is taskchat all in one process: today the HTTP API (tasks);
-// the chat pipeline (an embedded NATS JetStream server and the workers)
-// joins it next, sharing its database pool. `make run` starts it in
-// development mode (DEV_MODE=true: loopback only).
+// Command chatd is taskchat all in one process: an embedded NATS server
+// with JetStream (unless NATS_URL names one), the HTTP API and the chat
+// workers, on one database pool. `make run` starts it in development mode
+// (DEV_MODE=true: loopback only), with the built-in offline assistant.
 package main
 
 import (
@@ -27,10 +27,12 @@ func main() {
 }
 
 // run starts every part of taskchat in this process and stops them in
-// order when ctx is done (SIGINT or SIGTERM).
+// order when ctx is done (SIGINT or SIGTERM): HTTP first (no new
+// messages), then the workers (runs in flight finish or are handed back),
+// then NATS and the database.
 func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	// Configuration.
-	cfg, err := app.LoadAPI(getenv)
+	cfg, err := app.Load(getenv, app.ServiceChatd)
 	if err != nil {
 		return err
 	}
@@ -44,20 +46,57 @@ func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	}
 	defer db.Close()
 
-	// HTTP API.
-	srv, err := app.NewAPIServer(cfg, db, log)
+	// NATS: the configured server, or an embedded one.
+	natsURL := ""
+	if cfg.NATS.URL == "" {
+		ns, err := app.StartNATS(cfg)
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		natsURL = ns.ClientURL()
+		log.Info("embedded NATS running", "url", natsURL, "data_dir", cfg.DataDir)
+	}
+	b, err := app.ConnectBus(ctx, cfg, natsURL, "taskchat-chatd", log)
 	if err != nil {
 		return err
 	}
+	defer b.Close()
+
+	// Workers.
+	w, relay := app.NewWorkers(cfg, db, b, log)
+	workersDone := make(chan error, 1)
+	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorkers()
+	go func() { workersDone <- app.RunWorkers(workersCtx, cfg, w, relay, log) }()
+	abortWorkers := func() {
+		stopWorkers()
+		if err := <-workersDone; err != nil {
+			log.Warn("workers", "err", err)
+		}
+	}
+
+	// HTTP API.
+	srv, stopEvents, err := app.NewAPIServer(cfg, db, b, log)
+	if err != nil {
+		abortWorkers()
+		return err
+	}
+	defer stopEvents()
 	ln, err := app.Listen(cfg.HTTPAddr)
 	if err != nil {
+		abortWorkers()
 		return err
 	}
 
-	// Serve until SIGTERM; the HTTP server stops first, then the pool
-	// closes (deferred above).
-	if err := app.Serve(ctx, cfg, srv, ln, log); err != nil {
-		return err
+	// Serve until SIGTERM; then the HTTP server stops, then the workers.
+	serveErr := app.Serve(ctx, cfg, srv, ln, log)
+	stopWorkers()
+	if err := <-workersDone; err != nil && serveErr == nil {
+		serveErr = err
+	}
+	if serveErr != nil {
+		return serveErr
 	}
 	log.Info("stopped")
 	return nil

@@ -27,10 +27,14 @@ type RunRequest struct {
 	RunID          string `json:"run_id"`
 	UserID         string `json:"user_id"`
 	ConversationID string `json:"conversation_id"`
+	// MsgID, when set, replaces the run id as the Nats-Msg-Id: the relay
+	// republishes with a fresh one, since the original may still be inside
+	// the duplicate window and would be dropped. It is not sent.
+	MsgID string `json:"-"`
 }
 
 // PublishRun publishes r on the runs subject with Nats-Msg-Id = r.RunID
-// and waits for JetStream's acknowledgement, bounded by ctx's deadline or
+// (or r.MsgID) and waits for JetStream's acknowledgement, bounded by ctx's deadline or
 // else PublishTimeout. A duplicate inside the duplicate window is accepted
 // silently (JetStream keeps the first). r.V is set to RunVersion when zero.
 // Failures of NATS wrap ErrUnavailable; nothing is buffered for later.
@@ -52,7 +56,11 @@ func (b *Bus) PublishRun(ctx context.Context, r RunRequest) error {
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("publish run: %w: %s", ErrUnavailable, b.nc.Status())
 	}
-	if _, err := b.js.PublishMsg(ctx, newMsg(ctx, b.cfg.runsSubject(), r.RunID, data)); err != nil {
+	msgID := r.RunID
+	if r.MsgID != "" {
+		msgID = r.MsgID
+	}
+	if _, err := b.js.PublishMsg(ctx, newMsg(ctx, b.cfg.runsSubject(), msgID, data)); err != nil {
 		return fmt.Errorf("publish run: %w", unavailable(err))
 	}
 	return nil

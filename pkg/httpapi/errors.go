@@ -26,6 +26,9 @@ const (
 	CodeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
 	CodeHeadersTooLarge      = "HEADERS_TOO_LARGE"
 	CodeBadRequest           = "BAD_REQUEST"
+	CodeRunFinished          = "RUN_FINISHED"
+	CodeIdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED"
+	CodeRateLimited          = "RATE_LIMITED"
 	CodeServiceUnavailable   = "SERVICE_UNAVAILABLE"
 	CodeInternal             = "INTERNAL"
 )
@@ -115,6 +118,9 @@ func toError(err error) (*Error, bool) {
 		return errUnavailable("the database is not available right now"), true
 	case errors.As(err, &fe):
 		return fiberError(fe), true
+	}
+	if e, ok := chatError(err); ok {
+		return e, true
 	}
 	return &Error{Status: fiber.StatusInternalServerError, Code: CodeInternal}, false
 }

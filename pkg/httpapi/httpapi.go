@@ -254,6 +254,8 @@ type Deps struct {
 	Log *slog.Logger
 	// Ready are the checks of /readyz.
 	Ready []ReadyCheck
+	// Chat serves the chat routes; nil serves none.
+	Chat *Chat
 }
 
 // Server is the HTTP API: a Fiber app with taskchat's middleware and routes.
@@ -264,6 +266,7 @@ type Server struct {
 	app      *fiber.App
 	fiberCfg fiber.Config
 	origins  map[string]bool // listed origins, normalized; never "*"
+	chatCfg  ChatConfig
 
 	mu            sync.RWMutex
 	browserRoutes []string // exact paths given to BrowserGet
@@ -279,12 +282,18 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Auth == nil || deps.Tasks == nil {
 		panic("httpapi: Deps.Auth and Deps.Tasks are required")
 	}
+	if c := deps.Chat; c != nil && (c.Store == nil || c.Bus == nil || c.Waiter == nil) {
+		panic("httpapi: Deps.Chat needs Store, Bus and Waiter")
+	}
 	cfg = cfg.withDefaults()
 	log := deps.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, deps: deps, log: log, origins: map[string]bool{}}
+	if deps.Chat != nil {
+		s.chatCfg = deps.Chat.Config.withDefaults()
+	}
 	for _, o := range cfg.CORSOrigins {
 		if n, _ := normalizeOrigin(o); n != "*" {
 			s.origins[n] = true

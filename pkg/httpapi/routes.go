@@ -20,4 +20,5 @@ func (s *Server) routes() {
 	s.app.Use(pathAPI, s.authenticate)
 	s.app.Use(pathAPIUser, s.checkPathUser)
 	s.taskRoutes()
+	s.chatRoutes()
 }

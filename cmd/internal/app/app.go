@@ -1,29 +1,39 @@
 // Package app holds the builders the service commands in cmd/ share: load
-// the configuration, open the database, build the HTTP server, serve until
-// the context ends. Each command's run function calls them in visible
-// steps; only commands import this package.
+// the configuration, open the database, start or connect to NATS, build the
+// HTTP server and the workers, serve until the context ends. Each command's
+// run function calls them in visible steps; only commands import this
+// package.
 package app
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"path/filepath"
+	"time"
 
 	"github.com/uptrace/bun"
 
+	"github.com/taskchat/taskchat/pkg/agent"
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/authstore"
+	"github.com/taskchat/taskchat/pkg/bus"
+	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/dbschema"
 	"github.com/taskchat/taskchat/pkg/httpapi"
+	"github.com/taskchat/taskchat/pkg/natsembed"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/pkg/todo"
+	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
 
 // OpenDatabase opens the connection pool of cfg.DB and, when
 // cfg.ApplySchema is set, brings the schema up to date first.
-func OpenDatabase(ctx context.Context, cfg APIConfig, log *slog.Logger) (*bun.DB, error) {
+func OpenDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*bun.DB, error) {
 	if cfg.ApplySchema {
 		plan, err := dbschema.Apply(ctx, cfg.DB.URL, dbschema.Options{DevURL: cfg.AtlasDevURL})
 		if err != nil {
@@ -34,19 +44,136 @@ func OpenDatabase(ctx context.Context, cfg APIConfig, log *slog.Logger) (*bun.DB
 	return pgdb.Open(ctx, cfg.DB)
 }
 
-// NewAPIServer builds the HTTP API over db: the credential verifier, the
-// stores and the Fiber server.
-func NewAPIServer(cfg APIConfig, db *bun.DB, log *slog.Logger) (*httpapi.Server, error) {
+// NewAPIServer builds the HTTP API over db and b: the credential verifier,
+// the stores, the chat routes and the one events subscription that wakes
+// waiting requests. stop ends that subscription; call it after the server
+// has shut down.
+func NewAPIServer(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (srv *httpapi.Server, stop func(), err error) {
 	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db), auth.WithLogger(log))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return httpapi.New(cfg.HTTP, httpapi.Deps{
+	waiter := httpapi.NewRunWaiter()
+	stop, err = b.SubscribeEvents(waiter.Deliver)
+	if err != nil {
+		return nil, nil, fmt.Errorf("subscribe to run events: %w", err)
+	}
+	srv = httpapi.New(cfg.HTTP, httpapi.Deps{
 		Auth:  verifier,
 		Tasks: todo.NewStore(db),
 		Log:   log,
-		Ready: []httpapi.ReadyCheck{{Name: "postgres", Check: db.PingContext}},
-	}), nil
+		Ready: []httpapi.ReadyCheck{
+			{Name: "postgres", Check: db.PingContext},
+			{Name: "nats", Check: b.Ready},
+		},
+		Chat: &httpapi.Chat{Config: cfg.Chat, Store: chat.NewStore(db), Bus: b, Waiter: waiter},
+	})
+	return srv, stop, nil
+}
+
+// ConnectBus connects to cfg.NATS (url overrides its URL when not empty:
+// chatd's embedded server) and declares the streams and the consumer.
+func ConnectBus(ctx context.Context, cfg Config, url, name string, log *slog.Logger) (*bus.Bus, error) {
+	nc := cfg.NATS
+	if url != "" {
+		nc.URL = url
+	}
+	nc.ClientName = name
+	b, err := bus.Connect(ctx, nc, bus.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	return b, nil
+}
+
+// StartNATS starts chatd's embedded NATS server with JetStream, storing
+// under cfg.DataDir, on a free loopback port (never 4222, which the
+// machine's own server may hold).
+func StartNATS(cfg Config) (*natsembed.Server, error) {
+	srv, err := natsembed.Start(natsembed.Config{DataDir: filepath.Join(cfg.DataDir, "nats"), Port: -1})
+	if err != nil {
+		return nil, fmt.Errorf("start embedded NATS: %w", err)
+	}
+	return srv, nil
+}
+
+// NewWorkers builds the chat worker and the relay over db and b.
+func NewWorkers(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (*chatworker.Worker, *chatworker.Relay) {
+	a := agent.New(agent.NewOffline(), agent.WithMaxRounds(cfg.Agent.MaxToolRounds))
+	return chatworker.New(cfg.Worker, db, b, a, log), chatworker.NewRelay(cfg.Relay, db, b, log)
+}
+
+// RunWorkers runs w and the relay until ctx ends, then waits for the runs
+// in flight at most cfg.ShutdownTimeout (runs still going are handed back).
+func RunWorkers(ctx context.Context, cfg Config, w *chatworker.Worker, relay *chatworker.Relay, log *slog.Logger) error {
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); relay.Run(ctx) }()
+	log.Info("workers running", "owner", w.Owner(), "concurrency", cfg.Worker.Concurrency)
+	stop, cancel := shutdownContext(ctx, cfg.ShutdownTimeout)
+	defer cancel()
+	err := w.Run(ctx, stop)
+	<-relayDone
+	return err
+}
+
+// shutdownContext returns a context that ends timeout after ctx does.
+func shutdownContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stop.Done():
+			return
+		}
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-stop.Done():
+		}
+	}()
+	return stop, cancel
+}
+
+// ServeHealth serves /healthz and /readyz on addr until ctx ends: the
+// worker's probes (WORKER_HTTP_ADDR), with no API behind them.
+func ServeHealth(ctx context.Context, addr string, checks map[string]func(context.Context) error, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/json")
+		for name, check := range checks {
+			if err := check(ctx); err != nil {
+				log.Warn("readiness check failed", "check", name, "err", err)
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, `{"status":"unavailable","failed":"`+name+`"}`)
+				return
+			}
+		}
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	})
+	ln, err := Listen(addr)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(shutdownCtx)
+	}()
+	log.Info("health probes listening", "addr", ln.Addr().String())
+	if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
 
 // Listen opens the API's TCP listener.
@@ -60,7 +187,7 @@ func Listen(addr string) (net.Listener, error) {
 
 // Serve serves srv on ln until ctx is done, then shuts it down: it stops
 // accepting and waits for in-flight requests, at most cfg.ShutdownTimeout.
-func Serve(ctx context.Context, cfg APIConfig, srv *httpapi.Server, ln net.Listener, log *slog.Logger) error {
+func Serve(ctx context.Context, cfg Config, srv *httpapi.Server, ln net.Listener, log *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("api listening", "addr", ln.Addr().String())
@@ -84,9 +211,9 @@ func Serve(ctx context.Context, cfg APIConfig, srv *httpapi.Server, ln net.Liste
 
 // LogStart writes the start-up lines: every variable read (secrets
 // masked) and, in development mode, a warning that says where it listens.
-func LogStart(cfg APIConfig, log *slog.Logger) {
+func LogStart(cfg Config, log *slog.Logger) {
 	log.Info("starting", "config", cfg.Env)
-	if cfg.DevMode {
+	if cfg.DevMode && cfg.Service.api() {
 		log.Warn("development mode (DEV_MODE=true): never use it in production",
 			"http_addr", cfg.HTTPAddr, "loopback_only", isLoopback(cfg.HTTPAddr))
 	}

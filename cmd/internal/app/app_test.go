@@ -21,6 +21,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/logtest"
+	"github.com/taskchat/taskchat/pkg/natsembed"
 )
 
 var testDB *dbtest.Database
@@ -33,11 +34,20 @@ func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
+// loadAPI loads the API's configuration from m, with a NATS_URL unless m
+// has one (the API needs one; nothing here connects to it).
+func loadAPI(m map[string]string) (app.Config, error) {
+	if _, ok := m["NATS_URL"]; !ok {
+		m["NATS_URL"] = "nats://127.0.0.1:4222"
+	}
+	return app.Load(env(m), app.ServiceAPI)
+}
+
 // TestBuildersServeTasksAndShutDown runs the builders the way api and
 // chatd do, on a real listener: a token as chatctl mints it works end to
 // end, and cancelling the context (SIGTERM) returns cleanly.
 func TestBuildersServeTasksAndShutDown(t *testing.T) {
-	cfg, err := app.LoadAPI(env(map[string]string{
+	cfg, err := loadAPI((map[string]string{
 		"DATABASE_URL":       testDB.URL,
 		"BETTER_AUTH_SECRET": secret,
 		"APPLY_SCHEMA":       "true",
@@ -53,10 +63,21 @@ func TestBuildersServeTasksAndShutDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	srv, err := app.NewAPIServer(cfg, db, log)
+	ns, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), Port: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(ns.Shutdown)
+	b, err := app.ConnectBus(context.Background(), cfg, ns.ClientURL(), "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	srv, stopEvents, err := app.NewAPIServer(cfg, db, b, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopEvents)
 	ln, err := app.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -126,9 +147,9 @@ func TestLoadAPIRefusesBadSecrets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := app.LoadAPI(env(map[string]string{"DATABASE_URL": testDB.URL, "BETTER_AUTH_SECRET": tt.secret}))
+			_, err := loadAPI((map[string]string{"DATABASE_URL": testDB.URL, "BETTER_AUTH_SECRET": tt.secret}))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("LoadAPI: err = %v, want %q", err, tt.want)
+				t.Fatalf("Load: err = %v, want %q", err, tt.want)
 			}
 			if tt.secret != "" && tt.secret != app.DevSecret && strings.Contains(err.Error(), tt.secret) {
 				t.Fatalf("the error shows the secret: %v", err)
@@ -141,7 +162,7 @@ func TestLoadAPIRefusesBadSecrets(t *testing.T) {
 // each only once (the package that owns a setting validates it; nobody
 // else checks it again).
 func TestLoadAPIReportsEachProblemOnce(t *testing.T) {
-	_, err := app.LoadAPI(env(map[string]string{
+	_, err := loadAPI((map[string]string{
 		"DB_MAX_CONNS":         "0",
 		"HTTP_BODY_LIMIT":      "lots",
 		"LOG_LEVEL":            "loud",
@@ -163,27 +184,40 @@ func TestLoadAPIReportsEachProblemOnce(t *testing.T) {
 // TestStartLogShowsEveryVariable compares the start-up log with the list
 // of variables the services read.
 func TestStartLogShowsEveryVariable(t *testing.T) {
-	cfg, err := app.LoadAPI(env(map[string]string{
-		"DATABASE_URL":       "postgres://app:hunter2@db.internal:5432/taskchat",
-		"BETTER_AUTH_SECRET": secret,
-	}))
-	if err != nil {
-		t.Fatal(err)
+	// Together the three services read every variable; each logs what it read.
+	logged := map[string]bool{}
+	for _, service := range []app.Service{app.ServiceAPI, app.ServiceWorker, app.ServiceChatd} {
+		cfg, err := app.Load(env(map[string]string{
+			"DATABASE_URL":       "postgres://app:hunter2@db.internal:5432/taskchat",
+			"NATS_URL":           "nats://nats-user:natspass@nats.internal:4222",
+			"BETTER_AUTH_SECRET": secret,
+		}), service)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		app.LogStart(cfg, slog.New(slog.NewJSONHandler(&b, nil)))
+		out := b.String()
+		for _, v := range cfg.Env.Vars() {
+			if !strings.Contains(out, `"`+v.Name+`":`) {
+				t.Errorf("service %d's start-up log lacks %s: %s", service, v.Name, out)
+			}
+			logged[v.Name] = true
+		}
+		for _, leak := range []string{"hunter2", "natspass", secret} {
+			if strings.Contains(out, leak) {
+				t.Fatalf("the start-up log leaks %q: %s", leak, out)
+			}
+		}
 	}
-	var b bytes.Buffer
-	app.LogStart(cfg, slog.New(slog.NewJSONHandler(&b, nil)))
-	out := b.String()
 	vars := app.Variables()
-	if len(vars) < 20 {
+	if len(vars) < 40 {
 		t.Fatalf("Variables() = %v: too few", vars)
 	}
 	for _, v := range vars {
-		if !strings.Contains(out, `"`+v+`":`) {
-			t.Errorf("the start-up log lacks %s: %s", v, out)
+		if !logged[v] {
+			t.Errorf("no service logs %s at start", v)
 		}
-	}
-	if strings.Contains(out, "hunter2") || strings.Contains(out, secret) {
-		t.Fatalf("the start-up log leaks a secret: %s", out)
 	}
 }
 
@@ -205,7 +239,7 @@ func TestDevModeListensOnLoopback(t *testing.T) {
 			if tt.env["BETTER_AUTH_SECRET"] == "" {
 				tt.env["BETTER_AUTH_SECRET"] = secret
 			}
-			cfg, err := app.LoadAPI(env(tt.env))
+			cfg, err := loadAPI((tt.env))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,9 +5,11 @@ import (
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/auth"
+	"github.com/taskchat/taskchat/pkg/bus"
 	"github.com/taskchat/taskchat/pkg/config"
 	"github.com/taskchat/taskchat/pkg/httpapi"
 	"github.com/taskchat/taskchat/pkg/pgdb"
+	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
 
 // DevSecret is the development BETTER_AUTH_SECRET that the Makefile and
@@ -22,16 +24,35 @@ const (
 	DefaultDevHTTPAddr = "127.0.0.1:8080"
 )
 
-// APIConfig is the configuration of the HTTP API service (cmd/api, and the
-// API inside cmd/chatd).
-type APIConfig struct {
+// Service names which service a configuration is for: each reads the
+// variables of its parts.
+type Service int
+
+// The services.
+const (
+	// ServiceAPI is cmd/api: the HTTP API; NATS_URL is required.
+	ServiceAPI Service = iota
+	// ServiceWorker is cmd/worker: the chat workers and the relay;
+	// NATS_URL is required.
+	ServiceWorker
+	// ServiceChatd is cmd/chatd: the API, the workers and, unless NATS_URL
+	// is set, an embedded NATS server.
+	ServiceChatd
+)
+
+func (s Service) api() bool    { return s == ServiceAPI || s == ServiceChatd }
+func (s Service) worker() bool { return s == ServiceWorker || s == ServiceChatd }
+
+// Config is the configuration of a service. Parts a service does not run
+// keep their zero values.
+type Config struct {
+	// Service is what the configuration was loaded for.
+	Service Service
 	// Log is LOG_LEVEL and LOG_FORMAT.
 	Log config.Log
 	// DevMode is DEV_MODE: a developer's machine. The API then listens on
 	// loopback unless HTTP_ADDR says otherwise.
 	DevMode bool
-	// HTTPAddr is where the API listens (HTTP_ADDR).
-	HTTPAddr string
 	// ShutdownTimeout bounds a graceful shutdown (SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
 	// ApplySchema applies the embedded schema at start-up (APPLY_SCHEMA).
@@ -39,39 +60,133 @@ type APIConfig struct {
 	// AtlasDevURL is the scratch database for schema normalisation
 	// (ATLAS_DEV_URL).
 	AtlasDevURL string
+	// DataDir holds the embedded NATS server's storage (DATA_DIR; chatd
+	// without NATS_URL only).
+	DataDir string
 
 	DB   pgdb.Config
-	Auth auth.Config
-	HTTP httpapi.Config
+	NATS bus.Config
+
+	// The API's parts.
+	HTTPAddr string
+	Auth     auth.Config
+	HTTP     httpapi.Config
+	Chat     httpapi.ChatConfig
+
+	// The workers' parts.
+	Worker chatworker.Config
+	Relay  chatworker.RelayConfig
+	Agent  AgentConfig
+	// WorkerHTTPAddr, when set, serves /healthz and /readyz for cmd/worker
+	// (WORKER_HTTP_ADDR).
+	WorkerHTTPAddr string
 
 	// Env is every variable read, for the start-up log (secrets masked).
 	Env *config.Reader
 }
 
-// LoadAPI reads and validates the API's configuration; every problem is
+// AgentConfig chooses and bounds the assistant.
+type AgentConfig struct {
+	// Provider is "offline" (the built-in agent) (AI_PROVIDER).
+	Provider string
+	// MaxToolRounds caps the tool rounds of one run (AI_MAX_TOOL_ROUNDS).
+	MaxToolRounds int
+}
+
+// Load reads and validates the configuration of service; every problem is
 // reported at once.
-func LoadAPI(getenv config.Getenv) (APIConfig, error) {
+func Load(getenv config.Getenv, service Service) (Config, error) {
 	r := config.NewReader(getenv)
-	cfg := APIConfig{
-		Log:     config.Logging(r),
-		DevMode: r.Bool("DEV_MODE", false),
+	cfg := Config{
+		Service:         service,
+		Log:             config.Logging(r),
+		DevMode:         r.Bool("DEV_MODE", false),
+		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 15*time.Second),
+		ApplySchema:     r.Bool("APPLY_SCHEMA", false),
+		AtlasDevURL:     config.AtlasDevURL(r),
+		DB:              config.Database(r),
+		Env:             r,
 	}
-	defAddr := DefaultHTTPAddr
-	if cfg.DevMode {
-		defAddr = DefaultDevHTTPAddr
+	cfg.NATS = natsConfig(r, service)
+	if service == ServiceChatd {
+		cfg.DataDir = r.String("DATA_DIR", "./data")
 	}
-	cfg.HTTPAddr = r.String("HTTP_ADDR", defAddr)
-	cfg.ShutdownTimeout = r.Duration("SHUTDOWN_TIMEOUT", 15*time.Second)
-	cfg.ApplySchema = r.Bool("APPLY_SCHEMA", false)
-	cfg.AtlasDevURL = config.AtlasDevURL(r)
-	cfg.DB = config.Database(r)
-	cfg.Auth = config.Auth(r)
-	cfg.HTTP = httpConfig(r)
-	cfg.Env = r
-	if cfg.Auth.Secret == DevSecret && !cfg.DevMode {
-		r.Fail("BETTER_AUTH_SECRET", "is the published development secret: set your own (openssl rand -base64 32), or DEV_MODE=true on a developer's machine")
+	if service.api() {
+		defAddr := DefaultHTTPAddr
+		if cfg.DevMode {
+			defAddr = DefaultDevHTTPAddr
+		}
+		cfg.HTTPAddr = r.String("HTTP_ADDR", defAddr)
+		cfg.Auth = config.Auth(r)
+		cfg.HTTP = httpConfig(r)
+		cfg.Chat = httpapi.ChatConfig{
+			SyncTimeout:          r.Duration("CHAT_SYNC_TIMEOUT", httpapi.DefaultSyncTimeout),
+			MaxQueuedRunsPerUser: r.Int("MAX_QUEUED_RUNS_PER_USER", httpapi.DefaultMaxQueuedRunsPerUser),
+		}
+		r.Check(cfg.Chat.Validate())
+		if cfg.Auth.Secret == DevSecret && !cfg.DevMode {
+			r.Fail("BETTER_AUTH_SECRET", "is the published development secret: set your own (openssl rand -base64 32), or DEV_MODE=true on a developer's machine")
+		}
+	}
+	if service.worker() {
+		cfg.Worker, cfg.Relay = workerConfig(r)
+		cfg.Agent = AgentConfig{
+			Provider:      r.OneOf("AI_PROVIDER", "offline", "offline"),
+			MaxToolRounds: r.Int("AI_MAX_TOOL_ROUNDS", 8),
+		}
+		if cfg.Agent.MaxToolRounds < 1 || cfg.Agent.MaxToolRounds > 50 {
+			r.Fail("AI_MAX_TOOL_ROUNDS", "must be from 1 to 50")
+		}
+		if service == ServiceWorker {
+			cfg.WorkerHTTPAddr = r.String("WORKER_HTTP_ADDR", "")
+		}
 	}
 	return cfg, r.Err()
+}
+
+// natsConfig reads the bus settings. NATS_URL is required but for chatd,
+// which embeds a server when it is unset.
+func natsConfig(r *config.Reader, service Service) bus.Config {
+	cfg := bus.Config{
+		URL:          r.URL("NATS_URL", ""),
+		Prefix:       r.String("NATS_PREFIX", bus.DefaultPrefix),
+		Replicas:     r.Int("NATS_STREAM_REPLICAS", bus.DefaultReplicas),
+		EventsMaxAge: r.Duration("EVENTS_MAX_AGE", bus.DefaultEventsMaxAge),
+		AckWait:      r.Duration("RUN_ACK_WAIT", bus.DefaultAckWait),
+		MaxDeliver:   r.Int("RUN_MAX_DELIVER", bus.DefaultMaxDeliver),
+	}
+	if cfg.URL == "" && service != ServiceChatd {
+		r.Fail("NATS_URL", "is required (e.g. nats://127.0.0.1:4222); only chatd embeds a server without it")
+	}
+	check := cfg
+	if check.URL == "" {
+		check.URL = "nats://embedded" // chatd fills it in once its server runs
+	}
+	r.Check(check.Validate())
+	return cfg
+}
+
+// workerConfig reads the workers' and the relay's settings. RUN_RESUME_AFTER
+// bounds how long a dead worker's run waits: the lease is half of it and
+// the relay looks every quarter (at most every 5 s).
+func workerConfig(r *config.Reader) (chatworker.Config, chatworker.RelayConfig) {
+	resume := r.Duration("RUN_RESUME_AFTER", 60*time.Second)
+	if resume < 4*time.Second {
+		r.Fail("RUN_RESUME_AFTER", "must be at least 4s")
+		resume = 60 * time.Second
+	}
+	w := chatworker.Config{
+		Concurrency:     r.Int("WORKER_CONCURRENCY", chatworker.DefaultConcurrency),
+		Lease:           resume / 2,
+		MaxAttempts:     r.Int("RUN_MAX_ATTEMPTS", chatworker.DefaultMaxAttempts),
+		HistoryMessages: r.Int("AI_HISTORY_MESSAGES", chatworker.DefaultHistoryMessages),
+	}
+	r.Check(w.Validate())
+	relay := chatworker.RelayConfig{
+		Interval:    min(chatworker.DefaultRelayInterval, resume/4),
+		QueuedAfter: r.Duration("RELAY_QUEUED_AFTER", chatworker.DefaultRelayQueuedAfter),
+	}
+	return w, relay
 }
 
 // httpConfig reads the HTTP server's settings. It lives here, not in
@@ -90,11 +205,16 @@ func httpConfig(r *config.Reader) httpapi.Config {
 // Variables lists every environment variable the services read, sorted;
 // the README and the deployment files are checked against it.
 func Variables() []string {
-	cfg, _ := LoadAPI(func(string) string { return "" })
-	vars := cfg.Env.Vars()
-	names := make([]string, 0, len(vars))
-	for _, v := range vars {
-		names = append(names, v.Name)
+	seen := map[string]bool{}
+	for _, s := range []Service{ServiceAPI, ServiceWorker, ServiceChatd} {
+		cfg, _ := Load(func(string) string { return "" }, s)
+		for _, v := range cfg.Env.Vars() {
+			seen[v.Name] = true
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
 	}
 	sort.Strings(names)
 	return names

@@ -30,7 +30,8 @@ type container struct {
 		ContainerPort int `yaml:"containerPort"`
 	} `yaml:"ports"`
 	Env []struct {
-		Name string `yaml:"name"`
+		Name  string `yaml:"name"`
+		Value string `yaml:"value"`
 	} `yaml:"env"`
 }
 
@@ -121,8 +122,19 @@ func TestKubernetesManifestsMatchTheCode(t *testing.T) {
 				}
 			}
 			for _, p := range c.Ports {
-				if p.ContainerPort != 8080 {
-					t.Errorf("%s/%s: containerPort %d, the API listens on 8080", m.Metadata.Name, c.Name, p.ContainerPort)
+				// The API listens on 8080 (HTTP_ADDR); a worker's probes on
+				// its WORKER_HTTP_ADDR.
+				want := 8080
+				for _, e := range c.Env {
+					if e.Name == "WORKER_HTTP_ADDR" {
+						want = 9090
+						if e.Value != ":9090" {
+							t.Errorf("%s/%s: WORKER_HTTP_ADDR %q, the probes use 9090", m.Metadata.Name, c.Name, e.Value)
+						}
+					}
+				}
+				if p.ContainerPort != want {
+					t.Errorf("%s/%s: containerPort %d, want %d", m.Metadata.Name, c.Name, p.ContainerPort, want)
 				}
 			}
 		}

@@ -1,0 +1,305 @@
+package chatworker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/taskchat/taskchat/pkg/agent"
+	"github.com/taskchat/taskchat/pkg/bus"
+	"github.com/taskchat/taskchat/pkg/chat"
+)
+
+// outcome is how executing a claimed run ended.
+type outcome int
+
+const (
+	// outcomeDone: the run reached a final status (completed, failed,
+	// cancelled) and its final event is published.
+	outcomeDone outcome = iota
+	// outcomeRetry: a transient failure; the run should be handed back.
+	outcomeRetry
+	// outcomeLeaseLost: another worker holds the run now.
+	outcomeLeaseLost
+	// outcomeGone: the run or its conversation was deleted.
+	outcomeGone
+)
+
+// execute runs a claimed run to its end: events, agent, answer, final
+// status, final event.
+func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run) outcome {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w.mu.Lock()
+	w.running[run.ID] = cancel
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.running, run.ID)
+		w.mu.Unlock()
+	}()
+
+	pub := w.queue.NewEventPublisher(w.cfg.EventBacklog)
+	ev := newEmitter(pub, run, log)
+	if run.Attempts > 1 {
+		ev.publish(runCtx, chat.EventRunRestarted, "restarted", chat.RunRestartedData{RunID: run.ID, Attempt: run.Attempts})
+	}
+	ev.publish(runCtx, chat.EventRunStarted, "started", chat.RunStartedData{RunID: run.ID, Attempt: run.Attempts, MessageID: run.AssistantMessageID})
+
+	// Keep the lease (and hear of cancel requests) while the agent works.
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		w.keepLease(runCtx, cancel, log, run)
+	}()
+
+	in, err := w.input(runCtx, run)
+	var res agent.Result
+	if err == nil {
+		res, err = w.agent.Run(runCtx, in, &toolRunner{w: w, run: run}, ev)
+	}
+	cancel(nil) // stops keepLease; the cause of an earlier cancel stays
+	<-renewed
+	cause := context.Cause(runCtx)
+	finishCtx := context.WithoutCancel(ctx)
+
+	switch {
+	case err == nil:
+		return w.finish(finishCtx, log, ev, run, chat.Finish{
+			Status: chat.RunCompleted,
+			Answer: &chat.Answer{Content: res.Text, ToolCalls: toolCalls(res.Calls), Model: res.Model},
+		})
+	case errors.Is(cause, errCancelRequested):
+		// What was produced is kept: the partial text and the calls made.
+		f := chat.Finish{Status: chat.RunCancelled, Error: &chat.RunError{Code: chat.CodeCancelled, Message: "cancelled by the user"}}
+		if text := ev.text(); text != "" || len(res.Calls) > 0 {
+			f.Answer = &chat.Answer{Content: text, ToolCalls: toolCalls(res.Calls), Model: w.agent.Model()}
+		}
+		return w.finish(finishCtx, log, ev, run, f)
+	case errors.Is(cause, errLeaseLost):
+		log.Warn("lease lost: another worker has the run")
+		return outcomeLeaseLost
+	case errors.Is(err, chat.ErrNotFound):
+		return outcomeGone
+	case errors.Is(cause, errShutdown):
+		log.Info("run handed back on shutdown")
+		return outcomeRetry
+	case errors.Is(err, agent.ErrRoundsExceeded):
+		return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed,
+			Error: &chat.RunError{Code: chat.CodeToolRoundsCapped, Message: "the assistant used too many tool rounds"}})
+	case isTransient(err):
+		log.Warn("run attempt failed; will retry", "err", err)
+		return outcomeRetry
+	default:
+		log.Error("run attempt failed", "err", err)
+		if run.Attempts >= w.cfg.MaxAttempts {
+			return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed,
+				Error: &chat.RunError{Code: chat.CodeAgentError, Message: "the assistant could not answer"}})
+		}
+		return outcomeRetry
+	}
+}
+
+// finish writes the final status (and answer) in one transaction, then
+// publishes message.completed and the final event, and waits until
+// JetStream has them all: only then may the message be acked.
+func (w *Worker) finish(ctx context.Context, log *slog.Logger, ev *emitter, run chat.Run, f chat.Finish) outcome {
+	done, msg, err := chat.NewStore(w.db).FinishRun(ctx, run.UserID, run.ID, w.cfg.Owner, f)
+	switch {
+	case errors.Is(err, chat.ErrLeaseLost), errors.Is(err, chat.ErrRunFinished):
+		return outcomeLeaseLost
+	case errors.Is(err, chat.ErrNotFound):
+		return outcomeGone
+	case err != nil:
+		log.Warn("finish run", "err", err)
+		return outcomeRetry
+	}
+	if msg != nil {
+		ev.publish(ctx, chat.EventMessageCompleted, "message", chat.MessageCompletedData{RunID: run.ID, Message: *msg})
+	}
+	switch done.Status {
+	case chat.RunCompleted:
+		calls := []chat.ToolCall{}
+		if msg != nil {
+			calls = msg.ToolCalls
+		}
+		ev.publish(ctx, chat.EventRunCompleted, "completed", chat.RunCompletedData{RunID: run.ID, Response: f.Answer.Content, ToolCalls: calls})
+	case chat.RunCancelled:
+		ev.publish(ctx, chat.EventRunCancelled, "cancelled", chat.RunCancelledData{RunID: run.ID})
+	case chat.RunFailed:
+		ev.publish(ctx, chat.EventRunFailed, "failed", chat.RunFailedData{RunID: run.ID, Error: *f.Error})
+	}
+	if err := ev.flush(ctx); err != nil {
+		// The run is final in Postgres; its events may be incomplete. Acking
+		// anyway is right: running it again would not change the outcome.
+		log.Warn("publish run events", "err", err)
+	}
+	log.Info("run finished", "status", done.Status)
+	return outcomeDone
+}
+
+// keepLease renews the run's lease every third of it and sends InProgress
+// on the run's message (through the lease: a redelivered message finds the
+// run busy), until ctx ends. A cancel request or a lost lease cancels the
+// run with that cause.
+func (w *Worker) keepLease(ctx context.Context, cancel context.CancelCauseFunc, log *slog.Logger, run chat.Run) {
+	t := time.NewTicker(w.cfg.Lease / 3)
+	defer t.Stop()
+	store := chat.NewStore(w.db)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cancelRequested, err := store.RenewLease(ctx, run.UserID, run.ID, w.cfg.Owner, w.cfg.Lease)
+		switch {
+		case errors.Is(err, chat.ErrLeaseLost), errors.Is(err, chat.ErrNotFound):
+			cancel(errLeaseLost)
+			return
+		case err != nil:
+			// Keep going: the lease is still good for two thirds of its time.
+			log.Warn("renew lease", "err", err)
+		case cancelRequested:
+			// The cancel signal may have been missed (another replica, a
+			// reconnect); the flag in Postgres is the source of truth.
+			cancel(errCancelRequested)
+			return
+		}
+	}
+}
+
+// input loads the agent's input: the history window and the ledger.
+func (w *Worker) input(ctx context.Context, run chat.Run) (agent.Input, error) {
+	store := chat.NewStore(w.db)
+	history, err := store.History(ctx, run.UserID, run.ID, w.cfg.HistoryMessages)
+	if err != nil {
+		return agent.Input{}, fmt.Errorf("load history: %w", err)
+	}
+	ledger, err := store.Ledger(ctx, run.UserID, run.ID)
+	if err != nil {
+		return agent.Input{}, fmt.Errorf("load ledger: %w", err)
+	}
+	return agent.Input{History: agentHistory(history), Ledger: rounds(ledger)}, nil
+}
+
+// agentHistory turns stored messages into the model's view: each
+// assistant message with tool calls becomes the calls, their results and
+// the text.
+func agentHistory(msgs []chat.Message) []agent.Message {
+	out := make([]agent.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Role == chat.RoleUser {
+			out = append(out, agent.Message{Role: agent.RoleUser, Content: m.Content})
+			continue
+		}
+		if len(m.ToolCalls) > 0 {
+			calls := make([]agent.Call, len(m.ToolCalls))
+			for i, c := range m.ToolCalls {
+				calls[i] = agent.Call{ID: c.ID, Name: c.Name, Arguments: c.Arguments}
+			}
+			out = append(out, agent.Message{Role: agent.RoleAssistant, Calls: calls})
+			for _, c := range m.ToolCalls {
+				out = append(out, agent.Message{Role: agent.RoleTool, CallID: c.ID, Name: c.Name, Content: string(c.Result)})
+			}
+		}
+		out = append(out, agent.Message{Role: agent.RoleAssistant, Content: m.Content})
+	}
+	return out
+}
+
+// rounds groups ledger entries (ordered by round, index) into rounds.
+func rounds(entries []chat.LedgerEntry) []agent.Round {
+	var out []agent.Round
+	for _, e := range entries {
+		for len(out) <= e.Round {
+			out = append(out, agent.Round{})
+		}
+		r := &out[e.Round]
+		r.Text = e.Text
+		r.Calls = append(r.Calls, agent.RecordedCall{
+			Call:   agent.Call{ID: e.CallID, Name: e.Name, Arguments: e.Arguments},
+			Result: e.Result,
+		})
+	}
+	return out
+}
+
+// toolCalls turns the agent's calls into the message's tool calls.
+func toolCalls(calls []agent.RecordedCall) []chat.ToolCall {
+	out := make([]chat.ToolCall, len(calls))
+	for i, c := range calls {
+		out[i] = chat.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments, Result: c.Result}
+	}
+	return out
+}
+
+// emitter publishes a run's events with message ids that make a
+// republished event a duplicate JetStream drops: run, attempt, sequence.
+// It is the agent's Sink.
+type emitter struct {
+	pub  *bus.EventPublisher
+	run  chat.Run
+	log  *slog.Logger
+	n    atomic.Int64
+	buf  []byte // the answer's text so far (for a cancelled run)
+	err  error  // the first publish error
+	ctx  context.Context
+	tool map[string]string // call id → name
+}
+
+func newEmitter(pub *bus.EventPublisher, run chat.Run, log *slog.Logger) *emitter {
+	return &emitter{pub: pub, run: run, log: log, ctx: context.Background(), tool: map[string]string{}}
+}
+
+// publish sends one event. A failure is remembered (flush returns it) but
+// does not stop the run: its state is in Postgres, and clients reload over
+// REST after a gap.
+func (e *emitter) publish(ctx context.Context, typ, key string, payload any) {
+	ev, err := chat.NewEvent(typ, e.run.ConversationID, e.run.ID, payload)
+	if err != nil {
+		e.remember(err)
+		return
+	}
+	id := e.run.ID + "." + strconv.Itoa(e.run.Attempts) + "." + key + "." + strconv.FormatInt(e.n.Add(1), 10)
+	if err := e.pub.Publish(ctx, ev, id); err != nil {
+		e.remember(err)
+	}
+}
+
+func (e *emitter) remember(err error) {
+	if e.err == nil {
+		e.err = err
+		e.log.Warn("publish run event", "err", err)
+	}
+}
+
+func (e *emitter) flush(ctx context.Context) error {
+	if err := e.pub.Flush(ctx); err != nil {
+		return err
+	}
+	return e.err
+}
+
+func (e *emitter) text() string { return string(e.buf) }
+
+// Delta publishes message.delta.
+func (e *emitter) Delta(text string) {
+	e.buf = append(e.buf, text...)
+	e.publish(e.ctx, chat.EventMessageDelta, "delta", chat.MessageDeltaData{RunID: e.run.ID, MessageID: e.run.AssistantMessageID, Delta: text})
+}
+
+// ToolCall publishes tool.call.
+func (e *emitter) ToolCall(c agent.Call) {
+	e.publish(e.ctx, chat.EventToolCall, "call", chat.ToolCallData{RunID: e.run.ID, CallID: c.ID, Name: c.Name, Arguments: jsonObject(c.Arguments)})
+}
+
+// ToolResult publishes tool.result.
+func (e *emitter) ToolResult(c agent.Call, result json.RawMessage) {
+	e.publish(e.ctx, chat.EventToolResult, "result", chat.ToolResultData{RunID: e.run.ID, CallID: c.ID, Name: c.Name, Result: result})
+}
