@@ -31,10 +31,15 @@ const (
 )
 
 // execute runs a claimed run to its end: events, agent, answer, final
-// status, final event.
-func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run) outcome {
+// status, final event. A run whose cancel was requested before this claim
+// goes straight to its end.
+func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, cancelRequested bool) outcome {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if cancelRequested {
+		// Cancelled while its previous worker held it: end it at once.
+		cancel(errCancelRequested)
+	}
 	w.mu.Lock()
 	w.running[run.ID] = cancel
 	w.mu.Unlock()

@@ -359,7 +359,7 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID st
 		return w.nextOf(ctx, log, run), settlement{kind: settleAck}
 	}
 
-	outcome := w.execute(ctx, log, run)
+	outcome := w.execute(ctx, log, run, claim.CancelRequested)
 	switch outcome {
 	case outcomeDone:
 		return w.nextOf(ctx, log, run), settlement{kind: settleAck}
