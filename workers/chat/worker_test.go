@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/taskchat/taskchat/pkg/agent"
 	"github.com/taskchat/taskchat/pkg/chat"
 )
@@ -181,4 +184,323 @@ func TestCrashedWorkerRunIsTakenOver(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestRelayPublishesUnpublishedRun: the API committed a turn and died
+// before publishing it. The relay publishes it once it has been queued
+// for QueuedAfter, and a worker answers it.
+func TestRelayPublishesUnpublishedRun(t *testing.T) {
+	each(t, func(t *testing.T, srv natsServer) {
+		h := newHarness(t, srv, 0)
+		p := answering()
+		h.startWorker("a", workerConfig(2), p)
+		turn := h.turn("", "hello there") // never published
+		relay := h.startRelay()
+
+		run := h.waitRun(turn.Run.ID, relayQueuedAfter+relayInterval+settle)
+		if run.Status != chat.RunCompleted || run.Attempts != 1 {
+			t.Fatalf("run = %+v, want completed in 1 attempt", run)
+		}
+		if answers := h.assistant(turn.Conversation.ID); len(answers) != 1 || answers[0].Content != "You said: hello there" {
+			t.Fatalf("assistant messages = %+v, want the one answer", answers)
+		}
+		h.waitAcked(settle)
+		if n, err := relay.Pass(context.Background()); err != nil || n != 0 {
+			t.Errorf("a relay pass after the answer published %d runs (%v), want none", n, err)
+		}
+	})
+}
+
+// TestWorkersShareTheLoad runs two workers of one slot each on one
+// consumer: while each holds a run, the other runs go to whichever is
+// free, and both end up answering.
+func TestWorkersShareTheLoad(t *testing.T) {
+	each(t, func(t *testing.T, srv natsServer) {
+		h := newHarness(t, srv, 0)
+		g := newGate()
+		served := map[string]*atomic.Int64{}
+		for _, name := range []string{"a", "b"} {
+			n := &atomic.Int64{}
+			served[name] = n
+			h.startWorker(name, workerConfig(1), &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+				n.Add(1)
+				if err := g.hold(ctx, name); err != nil {
+					return agent.Turn{}, err
+				}
+				return reply(name+" answers "+lastUser(req), onDelta), nil
+			}})
+		}
+		var turns []chat.Turn
+		for i := range 6 {
+			turns = append(turns, h.send("", fmt.Sprintf("message %d", i)))
+		}
+		// Each worker holds one run: with one slot each, both must have
+		// pulled.
+		if held := g.wait(t, 2); held[0] == held[1] {
+			t.Fatalf("held runs are both %s's: the other worker pulled nothing", held[0])
+		}
+		g.release()
+		for _, turn := range turns {
+			if run := h.waitRun(turn.Run.ID, settle); run.Status != chat.RunCompleted || run.Attempts != 1 {
+				t.Fatalf("run = %+v, want completed in 1 attempt", run)
+			}
+			if answers := h.assistant(turn.Conversation.ID); len(answers) != 1 {
+				t.Fatalf("%d answers to %q, want 1", len(answers), turn.Message.Content)
+			}
+		}
+		a, b := served["a"].Load(), served["b"].Load()
+		t.Logf("worker a ran %d runs, worker b %d", a, b)
+		if a == 0 || b == 0 || a+b != int64(len(turns)) {
+			t.Errorf("workers ran %d and %d runs, want both some, %d in all", a, b, len(turns))
+		}
+		h.waitAcked(settle)
+	})
+}
+
+// TestPoisonRunFails: a run whose model call fails every time ends failed
+// after MaxAttempts attempts, with run.failed, and its request is acked:
+// nothing loops.
+func TestPoisonRunFails(t *testing.T) {
+	const maxAttempts = 3
+	cases := []struct {
+		name     string
+		err      error
+		wantCode string
+	}{
+		{"permanent error", fmt.Errorf("model refused the request"), chat.CodeAgentError},
+		{"transient error", fmt.Errorf("model overloaded: %w", agent.ErrTransient), chat.CodeAttemptsExceeded},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			each(t, func(t *testing.T, srv natsServer) {
+				h := newHarness(t, srv, 0)
+				p := &provider{f: func(context.Context, int, agent.Request, func(string)) (agent.Turn, error) {
+					return agent.Turn{}, tc.err
+				}}
+				cfg := workerConfig(2)
+				cfg.MaxAttempts = maxAttempts
+				h.startWorker("a", cfg, p)
+				turn := h.send("", "this one never works")
+
+				run := h.waitRun(turn.Run.ID, settle)
+				if run.Status != chat.RunFailed || run.Attempts != maxAttempts || run.Error == nil || run.Error.Code != tc.wantCode {
+					t.Fatalf("run = %+v (error %+v), want failed %s after %d attempts", run, run.Error, tc.wantCode, maxAttempts)
+				}
+				h.waitAcked(settle)
+				if n := p.calls.Load(); n != maxAttempts {
+					t.Errorf("the model was called %d times, want %d", n, maxAttempts)
+				}
+				if answers := h.assistant(turn.Conversation.ID); len(answers) != 0 {
+					t.Errorf("a failed run wrote answers %+v", answers)
+				}
+				evs := h.events(turn.Conversation.ID, turn.Run.ID)
+				if n := len(ofType(evs, chat.EventRunStarted)); n != maxAttempts {
+					t.Errorf("%d run.started events, want %d", n, maxAttempts)
+				}
+				if n := len(ofType(evs, chat.EventRunRestarted)); n != maxAttempts-1 {
+					t.Errorf("%d run.restarted events, want %d", n, maxAttempts-1)
+				}
+				failed := ofType(evs, chat.EventRunFailed)
+				if len(failed) != 1 || evs[len(evs)-1].Type != chat.EventRunFailed {
+					t.Fatalf("events = %v, want one run.failed, last", kinds(evs))
+				}
+				if d := payload[chat.RunFailedData](t, failed[0]); d.Error.Code != tc.wantCode {
+					t.Errorf("run.failed error = %+v, want %s", d.Error, tc.wantCode)
+				}
+				if n, err := h.newRelay().Pass(context.Background()); err != nil || n != 0 {
+					t.Errorf("a relay pass republished %d runs (%v), want none", n, err)
+				}
+			})
+		})
+	}
+}
+
+// TestUndecodableRequestIsTermed: a request whose body cannot be decoded
+// is terminated (never redelivered), and the worker goes on with the next.
+func TestUndecodableRequestIsTermed(t *testing.T) {
+	each(t, func(t *testing.T, srv natsServer) {
+		h := newHarness(t, srv, 0)
+		terminated := make(chan struct{}, 10)
+		sub, err := h.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+h.cfg.RunsStream()+".>", func(*nats.Msg) {
+			terminated <- struct{}{}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		if err := h.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		p := answering()
+		h.startWorker("a", workerConfig(1), p)
+		bodies := []string{"not json", `{"v":99,"run_id":"r","user_id":"u","conversation_id":"c"}`, `{"v":1}`}
+		for i, body := range bodies {
+			if _, err := h.js.Publish(context.Background(), h.cfg.Prefix+".runs", []byte(body), jetstream.WithMsgID(fmt.Sprintf("garbage-%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		timeout := time.After(settle)
+		for range bodies {
+			select {
+			case <-terminated:
+			case <-timeout:
+				t.Fatalf("not every undecodable request was terminated within %s", settle)
+			}
+		}
+		turn := h.send("", "and now a real one")
+		if run := h.waitRun(turn.Run.ID, settle); run.Status != chat.RunCompleted {
+			t.Fatalf("run after the garbage = %+v, want completed", run)
+		}
+		h.waitAcked(settle)
+		if info := h.consumer(); info.NumRedelivered != 0 {
+			t.Errorf("consumer has %d redelivered requests, want none", info.NumRedelivered)
+		}
+		if n := p.calls.Load(); n != 1 {
+			t.Errorf("the model was called %d times, want once (for the real request)", n)
+		}
+	})
+}
+
+// TestRunsOfAConversationRunInOrder: a conversation's second run, whose
+// request arrives while the first runs, is acked without running (not
+// naked: that would burn deliveries) and stays queued; the worker that
+// finishes the first runs it next, and it sees the first answer.
+func TestRunsOfAConversationRunInOrder(t *testing.T) {
+	each(t, func(t *testing.T, srv natsServer) {
+		h := newHarness(t, srv, 0)
+		g := newGate()
+		var sawFirstAnswer atomic.Bool
+		p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+			msg := lastUser(req)
+			switch msg {
+			case "first":
+				if err := g.hold(ctx, msg); err != nil {
+					return agent.Turn{}, err
+				}
+			case "second":
+				for _, m := range req.Messages {
+					if m.Role == agent.RoleAssistant && m.Content == "answer to first" {
+						sawFirstAnswer.Store(true)
+					}
+				}
+			}
+			return reply("answer to "+msg, onDelta), nil
+		}}
+		h.startWorker("a", workerConfig(4), p)
+		first := h.send("", "first")
+		g.wait(t, 1)
+		second := h.send(first.Conversation.ID, "second")
+		// The second request is gone from the work queue (acked) while the
+		// first run still holds its own.
+		eventually(t, settle, "the second request to be acked", func() bool { return h.stream().Msgs == 1 })
+		if run := h.run(second.Run.ID); run.Status != chat.RunQueued || run.Attempts != 0 {
+			t.Fatalf("second run while the first runs = %+v, want queued, never attempted", run)
+		}
+		if info := h.consumer(); info.NumRedelivered != 0 {
+			t.Errorf("%d requests redelivered, want none", info.NumRedelivered)
+		}
+
+		g.release()
+		r1 := h.waitRun(first.Run.ID, settle)
+		r2 := h.waitRun(second.Run.ID, settle)
+		if r1.Status != chat.RunCompleted || r2.Status != chat.RunCompleted || r2.Attempts != 1 {
+			t.Fatalf("runs = %+v, %+v; want both completed, the second in one attempt", r1, r2)
+		}
+		if r2.StartedAt.Before(*r1.FinishedAt) {
+			t.Errorf("second run started at %v, before the first finished at %v", r2.StartedAt, r1.FinishedAt)
+		}
+		if !sawFirstAnswer.Load() {
+			t.Error("the second run's history lacked the first answer")
+		}
+		// Messages list in the order they were written: the second user
+		// message came before the first answer, the answers in run order.
+		var got []string
+		for _, m := range h.messages(first.Conversation.ID) {
+			got = append(got, m.Content)
+		}
+		if want := []string{"first", "second", "answer to first", "answer to second"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("conversation = %q, want %q", got, want)
+		}
+		h.waitAcked(settle)
+	})
+}
+
+// TestConcurrencyBound: runs of different conversations run at the same
+// time, up to Concurrency, and a worker pulls only as many requests as it
+// has free slots: the others stay pending in the consumer for other
+// workers.
+func TestConcurrencyBound(t *testing.T) {
+	const runs = 3
+	for _, concurrency := range []int{1, 2} {
+		t.Run(fmt.Sprintf("concurrency %d", concurrency), func(t *testing.T) {
+			each(t, func(t *testing.T, srv natsServer) {
+				h := newHarness(t, srv, 0)
+				g := newGate()
+				p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+					if err := g.hold(ctx, lastUser(req)); err != nil {
+						return agent.Turn{}, err
+					}
+					return reply("done", onDelta), nil
+				}}
+				var turns []chat.Turn
+				for i := range runs {
+					turns = append(turns, h.send("", fmt.Sprintf("conversation %d", i)))
+				}
+				h.startWorker("a", workerConfig(concurrency), p)
+				g.wait(t, concurrency)
+				slotsFull := func() bool {
+					info := h.consumer()
+					return info.NumAckPending == concurrency && info.NumPending == uint64(runs-concurrency)
+				}
+				eventually(t, settle, fmt.Sprintf("%d requests pulled, %d pending", concurrency, runs-concurrency), slotsFull)
+				consistently(t, 300*time.Millisecond, fmt.Sprintf("%d requests pulled, %d pending", concurrency, runs-concurrency), func() bool {
+					return slotsFull() && len(g.entered) == 0
+				})
+				g.release()
+				for _, turn := range turns {
+					if run := h.waitRun(turn.Run.ID, settle); run.Status != chat.RunCompleted {
+						t.Fatalf("run = %+v, want completed", run)
+					}
+				}
+				h.waitAcked(settle)
+			})
+		})
+	}
+}
+
+// TestFinishedRunRedeliveredIsAcked: a request for a run that already
+// finished (a lost ack, a relay duplicate) is acked without running:
+// no model call, no second answer, no event.
+func TestFinishedRunRedeliveredIsAcked(t *testing.T) {
+	each(t, func(t *testing.T, srv natsServer) {
+		h := newHarness(t, srv, 0)
+		p := answering()
+		h.startWorker("a", workerConfig(2), p)
+		turn := h.send("", "hello")
+		done := h.waitRun(turn.Run.ID, settle)
+		h.waitAcked(settle)
+		events := len(h.events(turn.Conversation.ID, ""))
+
+		h.publishAs(turn, turn.Run.ID+".again")
+		last := h.stream().LastSeq
+		eventually(t, settle, "the repeated request to be acked", func() bool {
+			info := h.consumer()
+			return info.AckFloor.Stream >= last && info.NumAckPending == 0
+		})
+		if h.stream().Msgs != 0 {
+			t.Error("the repeated request is still in the work queue")
+		}
+		if n := p.calls.Load(); n != 1 {
+			t.Errorf("the model was called %d times, want once", n)
+		}
+		if answers := h.assistant(turn.Conversation.ID); len(answers) != 1 {
+			t.Errorf("%d answers, want 1", len(answers))
+		}
+		if n := len(h.events(turn.Conversation.ID, "")); n != events {
+			t.Errorf("%d events after the repeat, want the %d before", n, events)
+		}
+		if run := h.run(turn.Run.ID); !reflect.DeepEqual(run, done) {
+			t.Errorf("run after the repeat = %+v, want unchanged %+v", run, done)
+		}
+	})
 }
