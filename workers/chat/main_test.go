@@ -256,7 +256,7 @@ func (h *harness) startWorker(name string, cfg chatworker.Config, p agent.Provid
 	w.pull, w.stop = pull, stop
 	go func() { w.done <- w.Run(runCtx, stopCtx) }()
 	h.t.Cleanup(func() {
-		w.shutdown(0)
+		_ = w.shutdown(0) // a failure is reported by shutdown itself
 		if h.t.Failed() {
 			h.t.Logf("worker %s logs:\n%s", name, logs)
 		}

@@ -504,3 +504,255 @@ func TestFinishedRunRedeliveredIsAcked(t *testing.T) {
 		}
 	})
 }
+
+// TestCancelRunningRun: a cancel request ends a running run cancelled,
+// keeping the text produced so far, through the cancel signal at once or,
+// when the signal was missed, through the flag the worker reads at its
+// next lease renewal.
+func TestCancelRunningRun(t *testing.T) {
+	cases := []struct {
+		name   string
+		signal bool
+		// lease: with the signal, too long for a renewal to notice first.
+		lease  time.Duration
+		within time.Duration
+	}{
+		{"through the cancel signal", true, 30 * time.Second, 2 * time.Second},
+		{"through the flag at lease renewal", false, lease, lease + 2*time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			each(t, func(t *testing.T, srv natsServer) {
+				h := newHarness(t, srv, 30*time.Second)
+				g := newGate()
+				p := &provider{f: func(ctx context.Context, _ int, _ agent.Request, onDelta func(string)) (agent.Turn, error) {
+					onDelta("Working ")
+					onDelta("on it")
+					return agent.Turn{}, g.hold(ctx, "cancel me")
+				}}
+				cfg := workerConfig(2)
+				cfg.Lease = tc.lease
+				h.startWorker("a", cfg, p)
+				turn := h.send("", "a long question")
+				g.wait(t, 1)
+
+				if _, err := h.store.CancelRun(context.Background(), h.user, turn.Run.ID); err != nil {
+					t.Fatalf("CancelRun: %v", err)
+				}
+				if tc.signal {
+					if err := h.bus.PublishCancel(context.Background(), turn.Run.ID); err != nil {
+						t.Fatalf("PublishCancel: %v", err)
+					}
+				}
+				run := h.waitRun(turn.Run.ID, tc.within)
+				if run.Status != chat.RunCancelled || run.Error == nil || run.Error.Code != chat.CodeCancelled {
+					t.Fatalf("run = %+v (error %+v), want cancelled", run, run.Error)
+				}
+				answers := h.assistant(turn.Conversation.ID)
+				if len(answers) != 1 || answers[0].Content != "Working on it" {
+					t.Fatalf("assistant messages = %+v, want the partial text kept", answers)
+				}
+				h.waitAcked(settle)
+				evs := h.events(turn.Conversation.ID, turn.Run.ID)
+				want := []string{chat.EventRunStarted, chat.EventMessageDelta, chat.EventMessageCompleted, chat.EventRunCancelled}
+				if got := kinds(evs); !reflect.DeepEqual(got, want) {
+					t.Errorf("events = %v, want %v", got, want)
+				}
+				if n := p.calls.Load(); n != 1 {
+					t.Errorf("the model was called %d times, want once", n)
+				}
+			})
+		})
+	}
+}
+
+// TestConversationDeletedMidRun: the conversation of a running run is
+// deleted (as the API does it: rows gone, cancel signalled, events
+// purged). The worker stops the run, acks its request and moves on; it
+// neither loops nor writes events into the deleted conversation.
+func TestConversationDeletedMidRun(t *testing.T) {
+	for _, signal := range []bool{true, false} {
+		name := "with the cancel signal"
+		if !signal {
+			name = "noticed at lease renewal"
+		}
+		t.Run(name, func(t *testing.T) {
+			each(t, func(t *testing.T, srv natsServer) {
+				// A long AckWait: only the worker's own settlement can ack
+				// the request within the test.
+				h := newHarness(t, srv, 30*time.Second)
+				g := newGate()
+				stopped := make(chan struct{})
+				p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+					if lastUser(req) == "doomed" {
+						err := g.hold(ctx, "doomed")
+						close(stopped)
+						return agent.Turn{}, err
+					}
+					return reply("fine", onDelta), nil
+				}}
+				h.startWorker("a", workerConfig(1), p)
+				turn := h.send("", "doomed")
+				g.wait(t, 1)
+
+				ctx := context.Background()
+				ids, err := h.store.DeleteConversation(ctx, h.user, turn.Conversation.ID)
+				if err != nil || len(ids) != 1 || ids[0] != turn.Run.ID {
+					t.Fatalf("DeleteConversation = %v, %v; want the running run", ids, err)
+				}
+				if signal {
+					if err := h.bus.PublishCancel(ctx, turn.Run.ID); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := h.bus.PurgeEvents(ctx, turn.Conversation.ID); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-stopped:
+				case <-time.After(lease + settle):
+					t.Fatal("the run's model call was not stopped")
+				}
+				h.waitAcked(settle)
+				if n := p.calls.Load(); n != 1 {
+					t.Errorf("the model was called %d times, want once", n)
+				}
+				if evs := h.events(turn.Conversation.ID, ""); len(evs) != 0 {
+					t.Errorf("events written into the deleted conversation: %v", kinds(evs))
+				}
+				if n, err := h.newRelay().Pass(ctx); err != nil || n != 0 {
+					t.Errorf("a relay pass republished %d runs (%v), want none", n, err)
+				}
+				// The worker's one slot is free again.
+				next := h.send("", "still there?")
+				if run := h.waitRun(next.Run.ID, settle); run.Status != chat.RunCompleted {
+					t.Fatalf("next run = %+v, want completed", run)
+				}
+			})
+		})
+	}
+}
+
+// TestRunEndedBeforeClaimIsNotRun: a request whose run was cancelled or
+// deleted while queued is acked without calling the model.
+func TestRunEndedBeforeClaimIsNotRun(t *testing.T) {
+	cases := []struct {
+		name string
+		end  func(h *harness, turn chat.Turn) error
+	}{
+		{"cancelled while queued", func(h *harness, turn chat.Turn) error {
+			run, err := h.store.CancelRun(context.Background(), h.user, turn.Run.ID)
+			if err == nil && run.Status != chat.RunCancelled {
+				err = fmt.Errorf("CancelRun left the run %s", run.Status)
+			}
+			return err
+		}},
+		{"conversation deleted while queued", func(h *harness, turn chat.Turn) error {
+			_, err := h.store.DeleteConversation(context.Background(), h.user, turn.Conversation.ID)
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			each(t, func(t *testing.T, srv natsServer) {
+				h := newHarness(t, srv, 0)
+				p := answering()
+				h.startWorker("a", workerConfig(2), p)
+				turn := h.turn("", "never mind")
+				if err := tc.end(h, turn); err != nil {
+					t.Fatal(err)
+				}
+				h.publish(turn)
+				h.waitAcked(settle)
+				if n := p.calls.Load(); n != 0 {
+					t.Errorf("the model was called %d times, want never", n)
+				}
+				if evs := h.events(turn.Conversation.ID, ""); len(evs) != 0 {
+					t.Errorf("events = %v, want none", kinds(evs))
+				}
+			})
+		})
+	}
+}
+
+// TestShutdown: when Run's ctx ends the worker stops pulling; a run that
+// ends before stop is finished; one still going when stop ends is handed
+// back — queued again, its attempt counted, its request naked — and
+// another worker completes it.
+func TestShutdown(t *testing.T) {
+	t.Run("runs in flight are handed back", func(t *testing.T) {
+		each(t, func(t *testing.T, srv natsServer) {
+			// A long AckWait: only the nak can bring the request back soon.
+			h := newHarness(t, srv, 30*time.Second)
+			g := newGate()
+			var held atomic.Bool
+			p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+				if held.CompareAndSwap(false, true) {
+					return agent.Turn{}, g.hold(ctx, "slow")
+				}
+				return reply("You said: "+lastUser(req), onDelta), nil
+			}}
+			a := h.startWorker("a", workerConfig(2), p)
+			turn := h.send("", "take your time")
+			g.wait(t, 1)
+
+			if err := a.shutdown(100 * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			if owner, status := h.lease(turn.Run.ID); owner != "" || status != chat.RunQueued {
+				t.Fatalf("after shutdown the run is %s held by %q, want queued with no lease", status, owner)
+			}
+			if run := h.run(turn.Run.ID); run.Attempts != 1 {
+				t.Errorf("after shutdown attempts = %d, want 1", run.Attempts)
+			}
+			if n := h.stream().Msgs; n != 1 {
+				t.Fatalf("after shutdown the work queue holds %d requests, want the naked one", n)
+			}
+
+			h.startWorker("b", workerConfig(2), p)
+			run := h.waitRun(turn.Run.ID, settle)
+			if run.Status != chat.RunCompleted || run.Attempts != 2 {
+				t.Fatalf("run = %+v, want completed in attempt 2", run)
+			}
+			if answers := h.assistant(turn.Conversation.ID); len(answers) != 1 || answers[0].Content != "You said: take your time" {
+				t.Fatalf("assistant messages = %+v, want one answer", answers)
+			}
+			h.waitAcked(settle)
+			evs := h.events(turn.Conversation.ID, turn.Run.ID)
+			want := []string{chat.EventRunStarted, chat.EventRunRestarted, chat.EventRunStarted,
+				chat.EventMessageDelta, chat.EventMessageCompleted, chat.EventRunCompleted}
+			if got := kinds(evs); !reflect.DeepEqual(got, want) {
+				t.Errorf("events = %v, want %v", got, want)
+			}
+		})
+	})
+	t.Run("runs that end before stop are finished", func(t *testing.T) {
+		each(t, func(t *testing.T, srv natsServer) {
+			h := newHarness(t, srv, 0)
+			g := newGate()
+			p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+				if err := g.hold(ctx, lastUser(req)); err != nil {
+					return agent.Turn{}, err
+				}
+				return reply("finished", onDelta), nil
+			}}
+			a := h.startWorker("a", workerConfig(2), p)
+			turn := h.send("", "almost done")
+			g.wait(t, 1)
+
+			a.pull()
+			// Pulling has stopped: a request sent now is not run here.
+			other := h.send("", "for someone else")
+			g.release()
+			if err := a.shutdown(-1); err != nil {
+				t.Fatal(err)
+			}
+			if run := h.run(turn.Run.ID); run.Status != chat.RunCompleted || run.Attempts != 1 {
+				t.Fatalf("run = %+v, want completed in 1 attempt before Run returned", run)
+			}
+			if run := h.run(other.Run.ID); run.Status != chat.RunQueued || run.Attempts != 0 {
+				t.Errorf("run sent after shutdown = %+v, want untouched", run)
+			}
+		})
+	})
+}
