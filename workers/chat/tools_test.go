@@ -77,7 +77,11 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(tasks.Tasks) != 1 {
-				t.Fatalf("tasks = %+v, want exactly one", tasks.Tasks)
+				var titles []string
+				for _, task := range tasks.Tasks {
+					titles = append(titles, task.Title)
+				}
+				t.Fatalf("tasks = %q, want exactly one", titles)
 			}
 			ledger, err := store.Ledger(ctx, user, turn.Run.ID)
 			if err != nil || len(ledger) != 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -754,5 +755,38 @@ func TestShutdown(t *testing.T) {
 				t.Errorf("run sent after shutdown = %+v, want untouched", run)
 			}
 		})
+	})
+}
+
+// TestLongRunIsNotRedelivered: a run that takes longer than AckWait keeps
+// its request (in-progress acks), so no other worker is handed it, and
+// the final ack settles it.
+func TestLongRunIsNotRedelivered(t *testing.T) {
+	each(t, func(t *testing.T, srv natsServer) {
+		const ackWait = time.Second
+		h := newHarness(t, srv, ackWait)
+		g := newGate()
+		p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+			if err := g.hold(ctx, lastUser(req)); err != nil {
+				return agent.Turn{}, err
+			}
+			return reply("finally", onDelta), nil
+		}}
+		cfg := workerConfig(2)
+		a := h.startWorker("a", cfg, p)
+		turn := h.send("", "think hard")
+		g.wait(t, 1)
+		consistently(t, ackWait+500*time.Millisecond, "one delivery of the request", func() bool {
+			info := h.consumer()
+			return info.Delivered.Consumer == 1 && info.NumRedelivered == 0
+		})
+		g.release()
+		if run := h.waitRun(turn.Run.ID, settle); run.Status != chat.RunCompleted || run.Attempts != 1 {
+			t.Fatalf("run = %+v, want completed in 1 attempt", run)
+		}
+		h.waitAcked(settle)
+		if logs := a.logs.String(); strings.Contains(logs, "settle run request") {
+			t.Errorf("the final ack failed:\n%s", logs)
+		}
 	})
 }
