@@ -1,5 +1,6 @@
 // Package bus owns taskchat's use of NATS JetStream: the streams and the
-// consumer (declared here, created or updated at start by every process),
+// consumer (declared here, created or updated at start by every service;
+// chatctl only looks them up, WithoutDeclaring),
 // the subjects, the versioned envelopes and their headers, and every
 // publish, pull and replay the API and the workers do.
 //
