@@ -727,6 +727,48 @@ func TestShutdown(t *testing.T) {
 			}
 		})
 	})
+	t.Run("a chained run is handed back to the relay", func(t *testing.T) {
+		each(t, func(t *testing.T, srv natsServer) {
+			h := newHarness(t, srv, 30*time.Second)
+			g, g2 := newGate(), newGate()
+			var held atomic.Bool
+			p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+				msg := lastUser(req)
+				if msg == "first" {
+					if err := g.hold(ctx, msg); err != nil {
+						return agent.Turn{}, err
+					}
+				}
+				if msg == "second" && held.CompareAndSwap(false, true) {
+					return agent.Turn{}, g2.hold(ctx, msg) // until the shutdown
+				}
+				return reply("answer to "+msg, onDelta), nil
+			}}
+			a := h.startWorker("a", workerConfig(2), p)
+			first := h.send("", "first")
+			g.wait(t, 1)
+			second := h.send(first.Conversation.ID, "second")
+			eventually(t, settle, "the second request to be acked", func() bool { return h.stream().Msgs == 1 })
+			g.release()
+			// The worker picks the second run up itself, with no message of
+			// its own; it is held there when the worker shuts down.
+			g2.wait(t, 1)
+			if err := a.shutdown(100 * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			if run := h.run(second.Run.ID); run.Status != chat.RunQueued || run.Attempts != 1 {
+				t.Fatalf("after shutdown the second run = %+v, want queued after 1 attempt", run)
+			}
+			h.startRelay()
+			h.startWorker("b", workerConfig(2), p)
+			if run := h.waitRun(second.Run.ID, relayInterval+settle); run.Status != chat.RunCompleted || run.Attempts != 2 {
+				t.Fatalf("second run = %+v, want completed in attempt 2", run)
+			}
+			if answers := h.assistant(first.Conversation.ID); len(answers) != 2 {
+				t.Errorf("%d answers, want 2", len(answers))
+			}
+		})
+	})
 	t.Run("runs that end before stop are finished", func(t *testing.T) {
 		each(t, func(t *testing.T, srv natsServer) {
 			h := newHarness(t, srv, 0)
