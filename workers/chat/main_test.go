@@ -178,6 +178,14 @@ func newHarness(t *testing.T, srv natsServer, ackWait time.Duration) *harness {
 		})
 	}
 	h := &harness{t: t, cfg: cfg, nc: nc, js: js, store: chat.NewStore(testDB.DB), user: dbtest.CreateUser(t, testDB.DB, "")}
+	// The relay looks at every user's runs: a run this test leaves
+	// unfinished would be republished into later tests. Deleting the user
+	// deletes them all; it runs once the workers are stopped.
+	t.Cleanup(func() {
+		if _, err := testDB.DB.NewRaw(`DELETE FROM "user" WHERE id = ?`, h.user).Exec(context.Background()); err != nil {
+			t.Errorf("delete the test's user: %v", err)
+		}
+	})
 	h.bus = h.connect()
 	return h
 }
