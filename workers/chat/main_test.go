@@ -70,17 +70,19 @@ var (
 // the worker has to work on both, so a missing machine server fails.
 func each(t *testing.T, f func(t *testing.T, srv natsServer)) {
 	t.Helper()
-	t.Run("embedded", func(t *testing.T) {
-		s, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), Port: natsembed.RandomPort})
-		if err != nil {
-			t.Fatalf("start embedded nats: %v", err)
-		}
-		t.Cleanup(s.Shutdown)
-		f(t, natsServer{name: "embedded", url: s.ClientURL()})
-	})
-	t.Run("machine", func(t *testing.T) {
-		f(t, machine(t))
-	})
+	t.Run("embedded", func(t *testing.T) { f(t, embedded(t)) })
+	t.Run("machine", func(t *testing.T) { f(t, machine(t)) })
+}
+
+// embedded starts an embedded server for the test.
+func embedded(t *testing.T) natsServer {
+	t.Helper()
+	s, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), Port: natsembed.RandomPort})
+	if err != nil {
+		t.Fatalf("start embedded nats: %v", err)
+	}
+	t.Cleanup(s.Shutdown)
+	return natsServer{name: "embedded", url: s.ClientURL()}
 }
 
 func machine(t *testing.T) natsServer {

@@ -3,31 +3,15 @@ package chatworker_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/taskchat/taskchat/pkg/agent"
-	"github.com/taskchat/taskchat/pkg/bus"
-	"github.com/taskchat/taskchat/pkg/chat"
-	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/todo"
 	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
-
-// noQueue is a Queue for tests that never reach NATS.
-type noQueue struct{}
-
-var errNoQueue = errors.New("no queue in this test")
-
-func (noQueue) Fetch(context.Context, int, time.Duration) ([]*bus.Delivery, error) {
-	return nil, errNoQueue
-}
-func (noQueue) NewEventPublisher(int) *bus.EventPublisher    { return nil }
-func (noQueue) SubscribeCancel(func(string)) (func(), error) { return nil, errNoQueue }
 
 // TestToolCallAppliedOncePerPosition: attempts of one run that reach the
 // same tool position — one after the other, or at the same time (a worker
@@ -42,13 +26,11 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			user := dbtest.CreateUser(t, testDB.DB, "")
-			store := chat.NewStore(testDB.DB)
-			turn, err := store.CreateTurn(ctx, user, chat.NewTurn{Message: "add a task"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := chatworker.New(chatworker.Config{}, testDB.DB, noQueue{}, agent.New(agent.NewOffline()), nil)
+			h := newHarness(t, embedded(t), 0)
+			user, store := h.user, h.store
+			turn := h.turn("", "add a task")
+			// Not running: the test calls its tool runner directly.
+			w := chatworker.New(chatworker.Config{}, testDB.DB, h.bus, agent.New(agent.NewOffline()), nil)
 
 			const attempts = 6
 			results := make([]json.RawMessage, attempts)
