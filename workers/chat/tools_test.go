@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/taskchat/taskchat/pkg/agent"
-	"github.com/taskchat/taskchat/pkg/todo"
 	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
 
@@ -27,7 +26,6 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			h := newHarness(t, embedded(t), 0)
-			user, store := h.user, h.store
 			turn := h.turn("", "add a task")
 			// Not running: the test calls its tool runner directly.
 			w := chatworker.New(chatworker.Config{}, testDB.DB, h.bus, agent.New(agent.NewOffline()), nil)
@@ -54,25 +52,22 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 					t.Fatalf("attempt %d: %v", i, err)
 				}
 			}
-			tasks, err := todo.NewStore(testDB.DB).List(ctx, user, todo.ListParams{Status: "all"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(tasks.Tasks) != 1 {
+			tasks := h.tasks()
+			if len(tasks) != 1 {
 				var titles []string
-				for _, task := range tasks.Tasks {
+				for _, task := range tasks {
 					titles = append(titles, task.Title)
 				}
 				t.Fatalf("tasks = %q, want exactly one", titles)
 			}
-			ledger, err := store.Ledger(ctx, user, turn.Run.ID)
+			ledger, err := h.store.Ledger(ctx, h.user, turn.Run.ID)
 			if err != nil || len(ledger) != 1 {
 				t.Fatalf("ledger = %+v, %v; want one entry", ledger, err)
 			}
 			// The recorded call is the one whose task exists.
 			var winner int
-			if _, err := fmt.Sscanf(ledger[0].CallID, "call_%d", &winner); err != nil || tasks.Tasks[0].Title != fmt.Sprintf("Task %d", winner) {
-				t.Errorf("ledger records %s but the task is %q", ledger[0].CallID, tasks.Tasks[0].Title)
+			if _, err := fmt.Sscanf(ledger[0].CallID, "call_%d", &winner); err != nil || tasks[0].Title != fmt.Sprintf("Task %d", winner) {
+				t.Errorf("ledger records %s but the task is %q", ledger[0].CallID, tasks[0].Title)
 			}
 			for i, res := range results {
 				if !sameJSON(t, res, ledger[0].Result) {
@@ -84,8 +79,8 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 			if _, err := chatworker.RunTool(ctx, w, turn.Run, 0, 1, addTask("call_x", "Second")); err != nil {
 				t.Fatal(err)
 			}
-			if tasks, _ := todo.NewStore(testDB.DB).List(ctx, user, todo.ListParams{Status: "all"}); len(tasks.Tasks) != 2 {
-				t.Errorf("after a call at the next position tasks = %+v, want two", tasks.Tasks)
+			if tasks := h.tasks(); len(tasks) != 2 {
+				t.Errorf("after a call at the next position tasks = %+v, want two", tasks)
 			}
 		})
 	}
