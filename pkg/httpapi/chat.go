@@ -250,6 +250,16 @@ func (s *Server) postChat(c *fiber.Ctx) error {
 	defer timer.Stop()
 	select {
 	case ev := <-final:
+		if ev.Type != chat.EventRunCompleted {
+			// run.cancelled and run.failed carry no text, yet a cancelled
+			// run keeps what it produced, and the run holds its error:
+			// answer from storage (committed before the final event is
+			// published), as a replay of this request does, so both agree.
+			if cur, err := s.deps.Chat.Store.GetRun(ctx, user, run.ID); err == nil {
+				turn.Run = cur
+				return s.storedAnswer(c, user, turn)
+			}
+		}
 		return c.JSON(answerFromEvent(turn, ev))
 	case <-timer.C:
 		return s.accepted(c, user, turn, cursor)
