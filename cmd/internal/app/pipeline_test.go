@@ -335,6 +335,39 @@ func TestChatRunsConversationsInParallel(t *testing.T) {
 	})
 }
 
+// TestChatSyncTimeout: a sync request whose run is not done within
+// CHAT_SYNC_TIMEOUT gets the async answer (202), and the run goes on.
+func TestChatSyncTimeout(t *testing.T) {
+	eachNATS(t, func(t *testing.T, ns natsServer) {
+		const timeout = 200 * time.Millisecond
+		p := newGatedProvider()
+		s := newStack(t, ns, stackOptions{model: p, env: map[string]string{"CHAT_SYNC_TIMEOUT": timeout.String()}})
+		u := s.newUser(t)
+		start := time.Now()
+		resp := u.do(t, http.MethodPost, u.path("/chat"), chatRequest("add buy milk "+holdMarker, "")).want(t, http.StatusAccepted)
+		if waited := time.Since(start); waited < timeout {
+			t.Fatalf("202 after %s, before the sync timeout %s", waited, timeout)
+		}
+		var acc accepted
+		resp.decode(t, &acc)
+		if acc.RunID == "" || acc.MessageID == "" || (acc.Status != "queued" && acc.Status != "running") {
+			t.Fatalf("202 body %s", resp.body)
+		}
+		if loc := resp.header.Get("Location"); loc != u.path("/runs/"+acc.RunID) {
+			t.Fatalf("Location %q", loc)
+		}
+		after := eventsCursor(t, u, acc)
+		p.waitEntered(t, "add buy milk")
+		p.releaseOne(t)
+		u.waitRun(t, acc.RunID, "completed")
+		wantSequence(t, waitFinalEvent(t, s, acc.ConversationID, after, acc.RunID), acc.RunID,
+			`run.queued run.started (message.delta |tool.call |tool.result )*message.completed run.completed`)
+		if tasks := u.tasks(t); len(tasks) != 1 || tasks[0].Title != "Buy milk" {
+			t.Fatalf("tasks %+v", tasks)
+		}
+	})
+}
+
 // TestChatIdempotency: the same Idempotency-Key and body give one user
 // message, one run, one effect and the same answer, in both modes; another
 // body with the key is 422; a malformed key is 400 and stores nothing.
@@ -391,13 +424,20 @@ func TestChatIdempotency(t *testing.T) {
 		if got := counts(t, u.id); got != want {
 			t.Fatalf("after an async replay: %+v, want %+v", got, want)
 		}
+		// Replayed in the sync mode while the run waits: the answer once
+		// it is done; replayed after that: the same answer, from storage.
+		waited := make(chan response, 1)
+		go func() { waited <- u.do(t, http.MethodPost, chatPath, body, "Idempotency-Key", "async-key-1") }()
 		p.releaseOne(t)
 		u.waitRun(t, held.RunID, "completed")
 		u.waitRun(t, q.RunID, "completed")
-
-		// Replayed once answered, in the sync mode: the stored answer.
 		var stored answer
-		u.do(t, http.MethodPost, chatPath, body, "Idempotency-Key", "async-key-1").want(t, http.StatusOK).decode(t, &stored)
+		live := (<-waited).want(t, http.StatusOK)
+		replayed := u.do(t, http.MethodPost, chatPath, body, "Idempotency-Key", "async-key-1").want(t, http.StatusOK)
+		if !sameJSON(t, live.body, replayed.body) {
+			t.Fatalf("the answer awaited was %s, replayed %s", live.body, replayed.body)
+		}
+		replayed.decode(t, &stored)
 		var reply message
 		for _, m := range u.messages(t, conv) {
 			if m.RunID == q.RunID && m.Role == chat.RoleAssistant {
@@ -665,10 +705,13 @@ func TestChatCancel(t *testing.T) {
 				t.Fatalf("cancelled run %+v", r)
 			}
 			waitFinalEvent(t, s, q.ConversationID, after, q.RunID)
+			later := u.chatAsync(t, "add pay the bills", first.ConversationID)
 
-			// The conversation's first run ends; the cancelled one never starts.
+			// The conversation's first run ends; the cancelled one never
+			// starts, the one after it does.
 			p.releaseOne(t)
 			u.waitRun(t, first.RunID, "completed")
+			u.waitRun(t, later.RunID, "completed")
 			s.waitQueueSettled(t)
 			if r := u.run(t, q.RunID); r.Status != "cancelled" || r.Attempts != 0 || r.StartedAt != nil {
 				t.Fatalf("the cancelled run ran: %+v", r)
@@ -691,8 +734,8 @@ func TestChatCancel(t *testing.T) {
 			after := eventsCursor(t, u, h)
 			var r run
 			u.do(t, http.MethodPost, u.path("/runs/"+h.RunID+"/cancel"), "").want(t, http.StatusAccepted).decode(t, &r)
-			if r.Status != "running" && r.Status != "cancelled" {
-				t.Fatalf("run after cancel %+v", r)
+			if r.Status != "running" {
+				t.Fatalf("a running run's cancel answered %+v; it stays running until its worker ends it", r)
 			}
 			r = u.waitRun(t, h.RunID, "cancelled")
 			if r.Error == nil || r.Error.Code != chat.CodeCancelled || r.StartedAt == nil || r.FinishedAt == nil || r.Attempts != 1 {
@@ -713,6 +756,34 @@ func TestChatCancel(t *testing.T) {
 			next := u.chat(t, "add walk the dog", h.ConversationID)
 			wantCalls(t, next, "add_task")
 			u.do(t, http.MethodPost, u.path("/runs/"+h.RunID+"/cancel"), "").wantProblem(t, http.StatusConflict, "RUN_FINISHED")
+		})
+
+		t.Run("running run awaited in the sync mode", func(t *testing.T) {
+			body := chatRequest("add call the plumber "+holdMarker, "")
+			waited := make(chan response, 1)
+			go func() { waited <- u.do(t, http.MethodPost, u.path("/chat"), body, "Idempotency-Key", "sync-cancel") }()
+			p.waitEntered(t, "add call the plumber")
+			var runID string
+			err := testDB.DB.NewSelect().Table("runs").Column("id").Where("user_id = ? AND status = 'running'", u.id).Scan(context.Background(), &runID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.do(t, http.MethodPost, u.path("/runs/"+runID+"/cancel"), "").want(t, http.StatusAccepted)
+
+			// The waiting request answers with the run's end and what it
+			// produced, exactly as a replay of it does.
+			live := (<-waited).want(t, http.StatusOK)
+			var a answer
+			live.decode(t, &a)
+			var e struct{ Code string }
+			decodeJSON(t, a.Error, &e)
+			if a.RunID != runID || a.Status != "cancelled" || e.Code != chat.CodeCancelled || a.Response != heldText || len(a.ToolCalls) != 0 {
+				t.Fatalf("sync answer of a cancelled run: %s", live.body)
+			}
+			replayed := u.do(t, http.MethodPost, u.path("/chat"), body, "Idempotency-Key", "sync-cancel").want(t, http.StatusOK)
+			if !sameJSON(t, live.body, replayed.body) {
+				t.Fatalf("the answer awaited was %s, replayed %s", live.body, replayed.body)
+			}
 		})
 
 		t.Run("finished run", func(t *testing.T) {
