@@ -51,8 +51,9 @@ const machineNATSURL = "nats://127.0.0.1:4222"
 type natsServer struct {
 	name string
 	url  string
-	// emb is the embedded server; nil for the machine's.
+	// emb is the embedded server, nil for the machine's; dir its storage.
 	emb *natsembed.Server
+	dir string
 }
 
 var (
@@ -72,12 +73,13 @@ func eachNATS(t *testing.T, f func(t *testing.T, ns natsServer)) {
 
 func embeddedNATS(t *testing.T) natsServer {
 	t.Helper()
-	s, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), Port: natsembed.RandomPort})
+	dir := t.TempDir()
+	s, err := natsembed.Start(natsembed.Config{DataDir: dir, Port: natsembed.RandomPort})
 	if err != nil {
 		t.Fatalf("start embedded nats: %v", err)
 	}
 	t.Cleanup(s.Shutdown)
-	return natsServer{name: "embedded", url: s.ClientURL(), emb: s}
+	return natsServer{name: "embedded", url: s.ClientURL(), emb: s, dir: dir}
 }
 
 func machineNATS(t *testing.T) natsServer {
@@ -131,6 +133,8 @@ type stack struct {
 	client *http.Client
 	proxy  *tcpProxy
 	logs   *logtest.Buffer
+	// restarted is the embedded server natsUp started again.
+	restarted *natsembed.Server
 }
 
 // newStack starts Postgres pools, two NATS connections (the API's and the
@@ -176,6 +180,12 @@ func newStack(t *testing.T, ns natsServer, opts stackOptions) *stack {
 	if ns.emb == nil {
 		t.Cleanup(func() { deleteStreams(t, ns, cfg.NATS) })
 	}
+	// A server natsUp restarted stops after everything that uses it.
+	t.Cleanup(func() {
+		if s.restarted != nil {
+			s.restarted.Shutdown()
+		}
+	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -325,6 +335,31 @@ func (s *stack) natsDown(t *testing.T) {
 		t.Fatal("natsDown needs stackOptions.cuttable on the machine's server")
 	}
 	eventually(t, "the API's NATS connection to drop", func() bool { return !s.apiBus.Connected() }, nil)
+}
+
+// natsUp brings NATS back after natsDown (the embedded server restarts on
+// its port and storage; the proxy listens again) and returns once the
+// API's connection is back.
+func (s *stack) natsUp(t *testing.T) {
+	t.Helper()
+	switch {
+	case s.ns.emb != nil:
+		u, err := url.Parse(s.ns.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, err := strconv.Atoi(u.Port())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.restarted, err = natsembed.Start(natsembed.Config{DataDir: s.ns.dir, Port: port})
+		if err != nil {
+			t.Fatalf("restart embedded nats: %v", err)
+		}
+	case s.proxy != nil:
+		s.proxy.restart(t)
+	}
+	eventually(t, "the API's NATS connection to come back", s.apiBus.Connected, nil)
 }
 
 // events reads every retained event of a conversation after the cursor.
@@ -521,12 +556,12 @@ func (p *gatedProvider) close() { p.closeOnce.Do(func() { close(p.done) }) }
 // stops listening and drops every connection, which is the server going
 // away as far as its clients can tell.
 type tcpProxy struct {
-	ln     net.Listener
 	target string
 
 	mu    sync.Mutex
+	ln    net.Listener
 	conns []net.Conn
-	cutAt bool
+	isCut bool
 }
 
 func startProxy(t *testing.T, natsURL string) *tcpProxy {
@@ -540,16 +575,33 @@ func startProxy(t *testing.T, natsURL string) *tcpProxy {
 		t.Fatal(err)
 	}
 	p := &tcpProxy{ln: ln, target: u.Host}
-	go p.serve()
+	go p.serve(ln)
 	t.Cleanup(p.cut)
 	return p
 }
 
-func (p *tcpProxy) url() string { return "nats://" + p.ln.Addr().String() }
+func (p *tcpProxy) url() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return "nats://" + p.ln.Addr().String()
+}
 
-func (p *tcpProxy) serve() {
+// restart listens again on the proxy's address after cut.
+func (p *tcpProxy) restart(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ln, err := net.Listen("tcp", p.ln.Addr().String())
+	if err != nil {
+		t.Fatalf("proxy listen again: %v", err)
+	}
+	p.ln, p.isCut = ln, false
+	go p.serve(ln)
+}
+
+func (p *tcpProxy) serve(ln net.Listener) {
 	for {
-		c, err := p.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
@@ -570,7 +622,7 @@ func (p *tcpProxy) serve() {
 func (p *tcpProxy) track(conns ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cutAt {
+	if p.isCut {
 		for _, c := range conns {
 			c.Close()
 		}
@@ -583,7 +635,7 @@ func (p *tcpProxy) track(conns ...net.Conn) bool {
 func (p *tcpProxy) cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cutAt = true
+	p.isCut = true
 	p.ln.Close()
 	for _, c := range p.conns {
 		c.Close()

@@ -649,7 +649,8 @@ func TestChatRateLimited(t *testing.T) {
 }
 
 // TestChatNATSDown: while NATS is unreachable, POST /chat answers 503
-// with Retry-After and stores nothing, and /readyz names nats.
+// with Retry-After and stores nothing, and /readyz names nats; once NATS
+// is back, so is the service.
 func TestChatNATSDown(t *testing.T) {
 	eachNATS(t, func(t *testing.T, ns natsServer) {
 		s := newStack(t, ns, stackOptions{cuttable: true})
@@ -682,16 +683,25 @@ func TestChatNATSDown(t *testing.T) {
 		if !strings.Contains(p.Detail, "nats") || strings.Contains(p.Detail, "postgres") {
 			t.Fatalf("readyz detail %q: it should name nats only", p.Detail)
 		}
+
+		// NATS back: ready again, and a message is answered end to end.
+		s.natsUp(t)
+		u.do(t, http.MethodGet, "/readyz", "").want(t, http.StatusOK)
+		a := u.chat(t, "add call mom", conv)
+		wantCalls(t, a, "add_task")
 	})
 }
 
-// TestChatCancel: a queued run ends cancelled at once and never runs; a
-// running run stops, keeps what it produced and ends cancelled, and the
-// worker goes on; a finished run cannot be cancelled.
+// TestChatCancel: a queued run ends cancelled at once and never runs
+// while the runs after it do; a running run stops, keeps what it produced
+// and ends cancelled, and the worker goes on; a sync request awaiting a
+// run that is cancelled answers with it; a finished run cannot be
+// cancelled. One worker slot: a queued run's request is still in the
+// stream when it is cancelled.
 func TestChatCancel(t *testing.T) {
 	eachNATS(t, func(t *testing.T, ns natsServer) {
 		p := newGatedProvider()
-		s := newStack(t, ns, stackOptions{model: p})
+		s := newStack(t, ns, stackOptions{model: p, env: map[string]string{"WORKER_CONCURRENCY": "1"}})
 		u := s.newUser(t)
 
 		t.Run("queued run", func(t *testing.T) {
@@ -800,9 +810,9 @@ func TestChatCancel(t *testing.T) {
 }
 
 // TestChatDeleteConversationMidRun: deleting a conversation whose run is
-// in the model removes its rows and events; the worker drops the run
-// without looping on it and, with its only slot free again, serves the
-// next run of another conversation.
+// in the model, with another queued behind it, removes its rows and
+// events; the worker drops both runs without looping on them and, with
+// its only slot free again, serves the next run of another conversation.
 func TestChatDeleteConversationMidRun(t *testing.T) {
 	eachNATS(t, func(t *testing.T, ns natsServer) {
 		p := newGatedProvider()
@@ -812,6 +822,7 @@ func TestChatDeleteConversationMidRun(t *testing.T) {
 		h := u.chatAsync(t, "add call mom "+holdMarker, "")
 		conv := h.ConversationID
 		p.waitEntered(t, "add call mom")
+		behind := u.chatAsync(t, "add feed the cat", conv)
 		// The delta streamed before the hold is stored, so nothing of the
 		// run can still be on its way when the events are purged.
 		eventually(t, "the held run's delta", func() bool {
@@ -819,15 +830,18 @@ func TestChatDeleteConversationMidRun(t *testing.T) {
 		}, nil)
 
 		u.do(t, http.MethodDelete, u.path("/conversations/"+conv), "").want(t, http.StatusNoContent)
-		for _, path := range []string{"/conversations/" + conv, "/conversations/" + conv + "/messages", "/runs/" + h.RunID} {
+		for _, path := range []string{"/conversations/" + conv, "/conversations/" + conv + "/messages", "/runs/" + h.RunID, "/runs/" + behind.RunID} {
 			u.do(t, http.MethodGet, u.path(path), "").wantProblem(t, http.StatusNotFound, "NOT_FOUND")
 		}
-		for _, q := range []struct{ table, where, id string }{
-			{"messages", "conversation_id = ?", conv},
-			{"runs", "conversation_id = ?", conv},
-			{"tool_rounds", "run_id = ?", h.RunID},
+		for _, q := range []struct {
+			table, where string
+			args         []any
+		}{
+			{"messages", "conversation_id = ?", []any{conv}},
+			{"runs", "conversation_id = ?", []any{conv}},
+			{"tool_rounds", "run_id IN (?, ?)", []any{h.RunID, behind.RunID}},
 		} {
-			n, err := testDB.DB.NewSelect().Table(q.table).Where(q.where, q.id).Count(context.Background())
+			n, err := testDB.DB.NewSelect().Table(q.table).Where(q.where, q.args...).Count(context.Background())
 			if err != nil || n != 0 {
 				t.Fatalf("%d %s rows of the deleted conversation (%v)", n, q.table, err)
 			}
