@@ -482,6 +482,17 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 		if err := s.deps.Chat.Bus.PublishCancel(ctx, runID); err != nil {
 			s.reqLog(c).Warn("signal cancel of a deleted conversation's run", "run_id", runID, "err", err)
 		}
+		// No worker publishes anything for a deleted run: announce its end
+		// here, so that requests waiting for it, on any replica, answer now
+		// instead of at their sync timeout. The purge below then removes it
+		// from the stream with the rest.
+		ev, err := chat.NewEvent(chat.EventRunCancelled, id, runID, chat.RunCancelledData{RunID: runID})
+		if err == nil {
+			_, err = s.deps.Chat.Bus.PublishEvent(ctx, ev, runID+".cancelled")
+		}
+		if err != nil {
+			s.reqLog(c).Warn("publish run.cancelled of a deleted conversation's run", "run_id", runID, "err", err)
+		}
 	}
 	if err := s.deps.Chat.Bus.PurgeEvents(ctx, id); err != nil {
 		s.reqLog(c).Warn("purge a deleted conversation's events", "conversation_id", id, "err", err)
