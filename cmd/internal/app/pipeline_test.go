@@ -810,19 +810,27 @@ func TestChatCancel(t *testing.T) {
 }
 
 // TestChatDeleteConversationMidRun: deleting a conversation whose run is
-// in the model, with another queued behind it, removes its rows and
-// events; the worker drops both runs without looping on them and, with
-// its only slot free again, serves the next run of another conversation.
+// in the model, with two more queued behind it (one awaited by a sync
+// request, which then answers at once), removes its rows and events; the
+// worker drops the runs without looping on them and, with its only slot
+// free again, serves the next run of another conversation.
 func TestChatDeleteConversationMidRun(t *testing.T) {
 	eachNATS(t, func(t *testing.T, ns natsServer) {
 		p := newGatedProvider()
-		s := newStack(t, ns, stackOptions{model: p, env: map[string]string{"WORKER_CONCURRENCY": "1"}})
+		s := newStack(t, ns, stackOptions{model: p, env: map[string]string{"WORKER_CONCURRENCY": "1", "CHAT_SYNC_TIMEOUT": "5s"}})
 		u := s.newUser(t)
 		other := u.chat(t, "add buy milk", "")
 		h := u.chatAsync(t, "add call mom "+holdMarker, "")
 		conv := h.ConversationID
 		p.waitEntered(t, "add call mom")
 		behind := u.chatAsync(t, "add feed the cat", conv)
+		// A sync request waits for a third run of the conversation.
+		waited := make(chan response, 1)
+		go func() { waited <- u.do(t, http.MethodPost, u.path("/chat"), chatRequest("add water the plants", conv)) }()
+		eventually(t, "the sync request's run", func() bool {
+			n, err := testDB.DB.NewSelect().Table("runs").Where("conversation_id = ?", conv).Count(context.Background())
+			return err == nil && n == 3
+		}, nil)
 		// The delta streamed before the hold is stored, so nothing of the
 		// run can still be on its way when the events are purged.
 		eventually(t, "the held run's delta", func() bool {
@@ -830,6 +838,15 @@ func TestChatDeleteConversationMidRun(t *testing.T) {
 		}, nil)
 
 		u.do(t, http.MethodDelete, u.path("/conversations/"+conv), "").want(t, http.StatusNoContent)
+		// The waiting request learns at once that its run ended, instead of
+		// waiting out CHAT_SYNC_TIMEOUT for an answer that never comes.
+		var ended answer
+		(<-waited).want(t, http.StatusOK).decode(t, &ended)
+		var endErr struct{ Code string }
+		decodeJSON(t, ended.Error, &endErr)
+		if ended.ConversationID != conv || ended.Status != "cancelled" || endErr.Code != chat.CodeCancelled || ended.Response != "" {
+			t.Fatalf("answer of the sync request: %+v", ended)
+		}
 		for _, path := range []string{"/conversations/" + conv, "/conversations/" + conv + "/messages", "/runs/" + h.RunID, "/runs/" + behind.RunID} {
 			u.do(t, http.MethodGet, u.path(path), "").wantProblem(t, http.StatusNotFound, "NOT_FOUND")
 		}
@@ -839,7 +856,7 @@ func TestChatDeleteConversationMidRun(t *testing.T) {
 		}{
 			{"messages", "conversation_id = ?", []any{conv}},
 			{"runs", "conversation_id = ?", []any{conv}},
-			{"tool_rounds", "run_id IN (?, ?)", []any{h.RunID, behind.RunID}},
+			{"tool_rounds", "run_id IN (?, ?, ?)", []any{h.RunID, behind.RunID, ended.RunID}},
 		} {
 			n, err := testDB.DB.NewSelect().Table(q.table).Where(q.where, q.args...).Count(context.Background())
 			if err != nil || n != 0 {
