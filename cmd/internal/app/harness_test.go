@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -676,13 +677,44 @@ type response struct {
 // JSON unless headers (name, value pairs) say otherwise.
 func (u *apiUser) do(t *testing.T, method, path, body string, headers ...string) response {
 	t.Helper()
+	r, err := u.send(method, path, body, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// start sends a request like do from a goroutine of its own; the test
+// receives the answer (and checks it) when it is ready for it.
+func (u *apiUser) start(t *testing.T, method, path, body string, headers ...string) func() response {
+	t.Helper()
+	type result struct {
+		r   response
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		r, err := u.send(method, path, body, headers...)
+		ch <- result{r, err}
+	}()
+	return func() response {
+		t.Helper()
+		res := <-ch
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		return res.r
+	}
+}
+
+func (u *apiUser) send(method, path, body string, headers ...string) (response, error) {
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
 	}
 	req, err := http.NewRequest(method, u.s.base+path, r)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	req.Header.Set("Authorization", "Bearer "+u.token)
 	if body != "" {
@@ -693,14 +725,14 @@ func (u *apiUser) do(t *testing.T, method, path, body string, headers ...string)
 	}
 	resp, err := u.s.client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return response{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
+		return response{}, fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 // want fails the test unless the answer has status.

@@ -271,28 +271,7 @@ func TestChatAnswersAConversationInOrder(t *testing.T) {
 			t.Fatalf("the list's tool calls: %+v", list.ToolCalls)
 		}
 
-		// Each run's model saw the messages and answers before it.
-		for i, m := range sent {
-			var users, replies []string
-			for _, h := range p.history(t, clean(m)) {
-				switch {
-				case h.Role == agent.RoleUser:
-					users = append(users, h.Content)
-				case h.Role == agent.RoleAssistant && len(h.Calls) == 0:
-					replies = append(replies, h.Content)
-				}
-			}
-			var wantUsers, wantReplies []string
-			for j := 0; j <= i; j++ {
-				wantUsers = append(wantUsers, clean(sent[j]))
-			}
-			for j := 0; j < i; j++ {
-				wantReplies = append(wantReplies, answers[j].Content)
-			}
-			if !slices.Equal(users, wantUsers) || !slices.Equal(replies, wantReplies) {
-				t.Errorf("run %d saw users %q and answers %q, want %q and %q", i, users, replies, wantUsers, wantReplies)
-			}
-		}
+		wantAnsweredInOrder(t, u, p, conv)
 
 		// Each run.queued said how many were ahead of it.
 		pos := map[string]int{}
@@ -309,6 +288,87 @@ func TestChatAnswersAConversationInOrder(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestChatAnswersABurstInAcceptanceOrder: five messages posted at the same
+// time to one conversation are accepted in some order, and answered one at
+// a time in exactly that order, each seeing the ones before.
+func TestChatAnswersABurstInAcceptanceOrder(t *testing.T) {
+	eachNATS(t, func(t *testing.T, ns natsServer) {
+		p := newGatedProvider()
+		s := newStack(t, ns, stackOptions{model: p})
+		u := s.newUser(t)
+		conv := u.chat(t, "hello", "").ConversationID
+		titles := []string{"Buy milk", "Call mom", "Pay rent", "Walk the dog", "Feed the cat"}
+		var answers []func() response
+		for _, title := range titles {
+			answers = append(answers, u.start(t, http.MethodPost, u.path("/chat"), chatRequest("add "+strings.ToLower(title), conv), "Prefer", "respond-async"))
+		}
+		for _, a := range answers {
+			a().want(t, http.StatusAccepted)
+		}
+		eventually(t, "every run to finish", func() bool { return countUnfinished(t, u.id) == 0 }, nil)
+		wantAnsweredInOrder(t, u, p, conv)
+		tasks := u.tasks(t)
+		if len(tasks) != len(titles) {
+			t.Fatalf("tasks %+v, want one per message", tasks)
+		}
+	})
+}
+
+// wantAnsweredInOrder checks a conversation whose runs all completed: they
+// ran one at a time in acceptance order (the order of its user messages),
+// their answers were stored in that order, and the model of each saw every
+// message and answer before its own message.
+func wantAnsweredInOrder(t *testing.T, u *apiUser, p *gatedProvider, conv string) {
+	t.Helper()
+	var users []message
+	var answerRuns []string
+	answers := map[string]message{}
+	for _, m := range u.messages(t, conv) {
+		if m.Role == chat.RoleUser {
+			users = append(users, m)
+		} else {
+			answerRuns = append(answerRuns, m.RunID)
+			answers[m.RunID] = m
+		}
+	}
+	var acceptedRuns []string
+	var prev run
+	for i, um := range users {
+		acceptedRuns = append(acceptedRuns, um.RunID)
+		r := u.run(t, um.RunID)
+		if r.Status != "completed" || r.Attempts != 1 {
+			t.Fatalf("run %d: %+v", i, r)
+		}
+		if i > 0 && r.StartedAt.Before(*prev.FinishedAt) {
+			t.Errorf("run %d started at %s, before run %d finished at %s", i, r.StartedAt, i-1, prev.FinishedAt)
+		}
+		prev = r
+	}
+	if !slices.Equal(answerRuns, acceptedRuns) {
+		t.Fatalf("answers stored for runs %v, accepted in the order %v", answerRuns, acceptedRuns)
+	}
+	for i, um := range users {
+		var seenUsers, seenAnswers, wantUsers, wantAnswers []string
+		for _, h := range p.history(t, clean(um.Content)) {
+			switch {
+			case h.Role == agent.RoleUser:
+				seenUsers = append(seenUsers, h.Content)
+			case h.Role == agent.RoleAssistant && len(h.Calls) == 0:
+				seenAnswers = append(seenAnswers, h.Content)
+			}
+		}
+		for j := 0; j <= i; j++ {
+			wantUsers = append(wantUsers, clean(users[j].Content))
+		}
+		for j := 0; j < i; j++ {
+			wantAnswers = append(wantAnswers, answers[users[j].RunID].Content)
+		}
+		if !slices.Equal(seenUsers, wantUsers) || !slices.Equal(seenAnswers, wantAnswers) {
+			t.Errorf("run %d saw messages %q and answers %q, want %q and %q", i, seenUsers, seenAnswers, wantUsers, wantAnswers)
+		}
+	}
 }
 
 // TestChatRunsConversationsInParallel: the runs of two conversations are
@@ -426,13 +486,12 @@ func TestChatIdempotency(t *testing.T) {
 		}
 		// Replayed in the sync mode while the run waits: the answer once
 		// it is done; replayed after that: the same answer, from storage.
-		waited := make(chan response, 1)
-		go func() { waited <- u.do(t, http.MethodPost, chatPath, body, "Idempotency-Key", "async-key-1") }()
+		waited := u.start(t, http.MethodPost, chatPath, body, "Idempotency-Key", "async-key-1")
 		p.releaseOne(t)
 		u.waitRun(t, held.RunID, "completed")
 		u.waitRun(t, q.RunID, "completed")
 		var stored answer
-		live := (<-waited).want(t, http.StatusOK)
+		live := waited().want(t, http.StatusOK)
 		replayed := u.do(t, http.MethodPost, chatPath, body, "Idempotency-Key", "async-key-1").want(t, http.StatusOK)
 		if !sameJSON(t, live.body, replayed.body) {
 			t.Fatalf("the answer awaited was %s, replayed %s", live.body, replayed.body)
@@ -770,8 +829,7 @@ func TestChatCancel(t *testing.T) {
 
 		t.Run("running run awaited in the sync mode", func(t *testing.T) {
 			body := chatRequest("add call the plumber "+holdMarker, "")
-			waited := make(chan response, 1)
-			go func() { waited <- u.do(t, http.MethodPost, u.path("/chat"), body, "Idempotency-Key", "sync-cancel") }()
+			waited := u.start(t, http.MethodPost, u.path("/chat"), body, "Idempotency-Key", "sync-cancel")
 			p.waitEntered(t, "add call the plumber")
 			var runID string
 			err := testDB.DB.NewSelect().Table("runs").Column("id").Where("user_id = ? AND status = 'running'", u.id).Scan(context.Background(), &runID)
@@ -782,7 +840,7 @@ func TestChatCancel(t *testing.T) {
 
 			// The waiting request answers with the run's end and what it
 			// produced, exactly as a replay of it does.
-			live := (<-waited).want(t, http.StatusOK)
+			live := waited().want(t, http.StatusOK)
 			var a answer
 			live.decode(t, &a)
 			var e struct{ Code string }
@@ -825,8 +883,7 @@ func TestChatDeleteConversationMidRun(t *testing.T) {
 		p.waitEntered(t, "add call mom")
 		behind := u.chatAsync(t, "add feed the cat", conv)
 		// A sync request waits for a third run of the conversation.
-		waited := make(chan response, 1)
-		go func() { waited <- u.do(t, http.MethodPost, u.path("/chat"), chatRequest("add water the plants", conv)) }()
+		waited := u.start(t, http.MethodPost, u.path("/chat"), chatRequest("add water the plants", conv))
 		eventually(t, "the sync request's run", func() bool {
 			n, err := testDB.DB.NewSelect().Table("runs").Where("conversation_id = ?", conv).Count(context.Background())
 			return err == nil && n == 3
@@ -841,7 +898,7 @@ func TestChatDeleteConversationMidRun(t *testing.T) {
 		// The waiting request learns at once that its run ended, instead of
 		// waiting out CHAT_SYNC_TIMEOUT for an answer that never comes.
 		var ended answer
-		(<-waited).want(t, http.StatusOK).decode(t, &ended)
+		waited().want(t, http.StatusOK).decode(t, &ended)
 		var endErr struct{ Code string }
 		decodeJSON(t, ended.Error, &endErr)
 		if ended.ConversationID != conv || ended.Status != "cancelled" || endErr.Code != chat.CodeCancelled || ended.Response != "" {
