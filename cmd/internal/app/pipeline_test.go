@@ -895,6 +895,7 @@ func TestChatDeleteConversationMidRun(t *testing.T) {
 		}, nil)
 
 		u.do(t, http.MethodDelete, u.path("/conversations/"+conv), "").want(t, http.StatusNoContent)
+		u.do(t, http.MethodDelete, u.path("/conversations/"+conv), "").wantProblem(t, http.StatusNotFound, "NOT_FOUND")
 		// The waiting request learns at once that its run ended, instead of
 		// waiting out CHAT_SYNC_TIMEOUT for an answer that never comes.
 		var ended answer
