@@ -276,19 +276,17 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) {
 	}
 	req := d.Request
 	ctx = reqctx.WithUserID(ctx, req.UserID)
-	log = log.With("run_id", req.RunID, "conversation_id", req.ConversationID)
+	log = log.With("user_id", req.UserID, "conversation_id", req.ConversationID)
 
-	next, settle := w.process(ctx, log, req.UserID, req.RunID, int(d.NumDelivered))
-	w.settle(ctx, log, d, settle)
+	runLog := log.With("run_id", req.RunID)
+	next, settle := w.process(ctx, runLog, req.UserID, req.RunID, int(d.NumDelivered))
+	w.settle(ctx, runLog, d, settle)
 	for next != "" && ctx.Err() == nil {
 		// Runs picked up this way have no message of their own: theirs was
-		// acked when they were not yet their conversation's turn.
-		var s settlement
-		next, s = w.process(ctx, log.With("run_id", next), req.UserID, next, 1)
-		if s.kind == settleNak {
-			// Hand it to the relay: it is queued again and will be published.
-			log.Warn("chained run handed back", "run_id", next)
-		}
+		// acked when they were not yet their conversation's turn. One handed
+		// back is queued again, and the relay publishes it.
+		runID := next
+		next, _ = w.process(ctx, log.With("run_id", runID), req.UserID, runID, 1)
 	}
 }
 
