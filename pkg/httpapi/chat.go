@@ -250,6 +250,16 @@ func (s *Server) postChat(c *fiber.Ctx) error {
 	defer timer.Stop()
 	select {
 	case ev := <-final:
+		if ev.Type != chat.EventRunCompleted {
+			// run.cancelled and run.failed carry no text, yet a cancelled
+			// run keeps what it produced, and the run holds its error:
+			// answer from storage (committed before the final event is
+			// published), as a replay of this request does, so both agree.
+			if cur, err := s.deps.Chat.Store.GetRun(ctx, user, run.ID); err == nil {
+				turn.Run = cur
+				return s.storedAnswer(c, user, turn)
+			}
+		}
 		return c.JSON(answerFromEvent(turn, ev))
 	case <-timer.C:
 		return s.accepted(c, user, turn, cursor)
@@ -471,6 +481,17 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 	for _, runID := range runs {
 		if err := s.deps.Chat.Bus.PublishCancel(ctx, runID); err != nil {
 			s.reqLog(c).Warn("signal cancel of a deleted conversation's run", "run_id", runID, "err", err)
+		}
+		// No worker publishes anything for a deleted run: announce its end
+		// here, so that requests waiting for it, on any replica, answer now
+		// instead of at their sync timeout. The purge below then removes it
+		// from the stream with the rest.
+		ev, err := chat.NewEvent(chat.EventRunCancelled, id, runID, chat.RunCancelledData{RunID: runID})
+		if err == nil {
+			_, err = s.deps.Chat.Bus.PublishEvent(ctx, ev, runID+".cancelled")
+		}
+		if err != nil {
+			s.reqLog(c).Warn("publish run.cancelled of a deleted conversation's run", "run_id", runID, "err", err)
 		}
 	}
 	if err := s.deps.Chat.Bus.PurgeEvents(ctx, id); err != nil {
