@@ -27,6 +27,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	dataDir := t.TempDir()
 	go func() {
 		done <- run(ctx, func(k string) string {
 			return map[string]string{
@@ -35,6 +36,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 				"DEV_MODE":           "true",
 				"HTTP_ADDR":          "127.0.0.1:0",
 				"LOG_FORMAT":         "text",
+				"DATA_DIR":           dataDir, // the embedded NATS server's storage
 			}[k]
 		}, &logs)
 	}()
