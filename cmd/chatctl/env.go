@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/taskchat/taskchat/pkg/auth"
+	"github.com/taskchat/taskchat/pkg/bus"
 	"github.com/taskchat/taskchat/pkg/config"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
@@ -26,5 +27,15 @@ func loadSigner(getenv config.Getenv) (auth.Config, error) {
 	if cfg.Secret == "" {
 		return cfg, errors.New("BETTER_AUTH_SECRET is not set: tokens are signed with it")
 	}
+	return cfg, r.Err()
+}
+
+// loadBus reads the NATS settings with the services' loader (config.NATS:
+// NATS_URL, NATS_PREFIX, …), so chatctl publishes where the workers pull.
+// An unset NATS_URL is no error: runs requeue then leaves the publish to
+// the workers' relay.
+func loadBus(getenv config.Getenv) (bus.Config, error) {
+	r := config.NewReader(getenv)
+	cfg := config.NATS(r)
 	return cfg, r.Err()
 }

@@ -1,7 +1,9 @@
 // Command chatctl is taskchat's operator and developer tool: it applies the
 // declarative schema through the Atlas Go library, mints development tokens,
-// and reads Better Auth's users, sessions and accounts and corrects a user
-// record without ever printing a credential.
+// reads Better Auth's users, sessions and accounts and corrects a user
+// record without ever printing a credential, and lists and requeues chat
+// runs (through chat.Maintenance, the one path over every user's runs)
+// without ever printing a message.
 //
 //	chatctl schema apply [--dry-run] [--allow-destructive] [--create-database]
 //	chatctl schema diff
@@ -11,6 +13,8 @@
 //	chatctl users update ID [--name N] [--email E] [--email-verified true|false]
 //	chatctl sessions list [--user-id ID] [--limit N]
 //	chatctl accounts list [--user-id ID] [--limit N]
+//	chatctl runs list [--status S[,S...]] [--stuck] [--older-than D] [--user-id ID] [--limit N]
+//	chatctl runs requeue RUN_ID [--force]
 //	chatctl help [COMMAND]
 //
 // The exit status follows diff(1), so scripts and CI can test it: 0 on
@@ -124,6 +128,10 @@ var commands = []command{
 		`change a user's name, email or verification and set "updatedAt"`, usersUpdate},
 	{"sessions list", "[--user-id ID] [--limit N]", "list Better Auth sessions, newest first, active or not", sessionsList},
 	{"accounts list", "[--user-id ID] [--limit N]", "list sign-in accounts (provider and account id), newest first", accountsList},
+	{"runs list", "[--status S[,S...]] [--stuck] [--older-than D] [--user-id ID] [--limit N]",
+		"list chat runs of every user, newest first: ids, status, attempts, error code, times, lease (never a message)", runsList},
+	{"runs requeue", "RUN_ID [--force]",
+		"queue a failed or stuck run again (a failed one with its attempts reset) and publish it to NATS_URL", runsRequeue},
 }
 
 // usage is the text of chatctl --help.
@@ -141,7 +149,8 @@ the database differs), 2 usage error
 
 environment: DATABASE_URL (every command but help), ATLAS_DEV_URL (optional
 scratch database for schema), BETTER_AUTH_SECRET, JWT_ISSUER, JWT_AUDIENCE
-(token)
+(token), NATS_URL, NATS_PREFIX (runs requeue: without NATS_URL the workers'
+relay publishes the run)
 `)
 	return b.String()
 }
@@ -235,8 +244,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 
 // parseID parses flags around the one positional ID, which may come before
 // the flags (users update ID --name N) or after them; the flag package alone
-// would stop at the ID and leave the flags unparsed.
-func parseID(fs *flag.FlagSet, args []string) (string, error) {
+// would stop at the ID and leave the flags unparsed. what names the ID in
+// the error when it is missing ("user ID").
+func parseID(fs *flag.FlagSet, args []string, what string) (string, error) {
 	var id string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		id, args = args[0], args[1:]
@@ -252,7 +262,7 @@ func parseID(fs *flag.FlagSet, args []string) (string, error) {
 		return "", usagef("unexpected argument %q", rest[0])
 	}
 	if id == "" {
-		return "", usagef("missing user ID")
+		return "", usagef("missing %s", what)
 	}
 	return id, nil
 }

@@ -260,6 +260,15 @@ func TestUsageErrors(t *testing.T) {
 		{"limit out of range", db, []string{"users", "list", "--limit", "0"}, "--limit must be between 1 and 10000", exitUsage},
 		{"session limit too large", db, []string{"sessions", "list", "--limit", "100000"}, "--limit must be between 1 and 10000", exitUsage},
 		{"stray argument", db, []string{"users", "list", "extra"}, "unexpected argument", exitUsage},
+		{"half a runs command", db, []string{"runs"}, "unknown command", exitUsage},
+		{"runs list with an unknown status", db, []string{"runs", "list", "--status", "failed,stuck"}, `--status "stuck" is not one of queued, running, completed, failed, cancelled`, exitUsage},
+		{"runs list limit above the store's", db, []string{"runs", "list", "--limit", "1001"}, "--limit must be between 1 and 1000", exitUsage},
+		{"runs list with a negative age", db, []string{"runs", "list", "--stuck", "--older-than", "-1m"}, "--older-than must not be negative", exitUsage},
+		{"runs list with an age that is no duration", db, []string{"runs", "list", "--older-than", "10"}, "invalid value", exitUsage},
+		{"runs list stray argument", db, []string{"runs", "list", "failed"}, `unexpected argument "failed"`, exitUsage},
+		{"runs requeue without an id", db, []string{"runs", "requeue", "--force"}, "chatctl: runs requeue: missing run ID", exitUsage},
+		{"runs requeue with two ids", db, []string{"runs", "requeue", "a", "b"}, `unexpected argument "b"`, exitUsage},
+		{"runs requeue without database", nil, []string{"runs", "requeue", "a"}, "DATABASE_URL is required", exitFailure},
 		{"unreachable database", map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=5"}, []string{"users", "list"}, "connect to database", exitFailure},
 	}
 	for _, tt := range tests {
@@ -328,6 +337,9 @@ func TestHelp(t *testing.T) {
 		{"command -h after flags", []string{"token", "--user-id", "u", "-h"}, []string{"usage: chatctl token", "-create-user", "-ttl"}},
 		{"help command", []string{"help", "sessions", "list"}, []string{"usage: chatctl sessions list", "-user-id"}},
 		{"command without flags", []string{"schema", "diff", "--help"}, []string{"usage: chatctl schema diff"}},
+		{"runs group", []string{"runs", "--help"}, []string{"chatctl runs list", "chatctl runs requeue", "NATS_URL"}},
+		{"help runs list", []string{"help", "runs", "list"}, []string{"usage: chatctl runs list", "-stuck", "-older-than", "-status", "-user-id"}},
+		{"runs requeue -h", []string{"runs", "requeue", "-h"}, []string{"usage: chatctl runs requeue RUN_ID", "-force"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

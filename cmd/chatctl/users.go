@@ -169,7 +169,7 @@ func usersList(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writ
 // developer of the todo app needs to see why someone cannot sign in. No
 // credential is read (see authstore.Account and ListSessions).
 func usersShow(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer, getenv config.Getenv) error {
-	id, err := parseID(fs, args)
+	id, err := parseID(fs, args, "user ID")
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ func usersUpdate(ctx context.Context, fs *flag.FlagSet, args []string, out io.Wr
 	name := fs.String("name", "", "the new name (not empty)")
 	email := fs.String("email", "", "the new email, lower-cased as Better Auth stores it; it must not belong to another user")
 	verified := fs.String("email-verified", "", "true or false")
-	id, err := parseID(fs, args)
+	id, err := parseID(fs, args, "user ID")
 	if err != nil {
 		return err
 	}

@@ -1,5 +1,6 @@
 // Package bus owns taskchat's use of NATS JetStream: the streams and the
-// consumer (declared here, created or updated at start by every process),
+// consumer (declared here, created or updated at start by every service;
+// chatctl only looks them up, WithoutDeclaring),
 // the subjects, the versioned envelopes and their headers, and every
 // publish, pull and replay the API and the workers do.
 //
@@ -44,6 +45,11 @@ import (
 // answer 503 (API) or retry later (workers).
 var ErrUnavailable = errors.New("bus: NATS unavailable")
 
+// ErrNotDeclared marks a Connect WithoutDeclaring that found the streams
+// or the consumer missing: no API or worker has started against this
+// server and prefix yet.
+var ErrNotDeclared = errors.New("bus: streams not declared")
+
 // ErrInvalidID marks a conversation or run id that cannot be used in a
 // subject or a header.
 var ErrInvalidID = errors.New("bus: invalid id")
@@ -64,6 +70,8 @@ type Bus struct {
 	events  jetstream.Stream
 	workers jetstream.Consumer
 	closed  chan struct{}
+	// lookUpOnly: WithoutDeclaring was given.
+	lookUpOnly bool
 
 	closeOnce sync.Once
 }
@@ -79,6 +87,17 @@ func WithLogger(log *slog.Logger) Option {
 			b.log = log
 		}
 	}
+}
+
+// WithoutDeclaring makes Connect look the streams and the consumer up
+// instead of creating or updating them, so it changes nothing on the
+// server. It is for tools like chatctl, which publish with whatever
+// environment an operator has: declaring with it could reset the
+// services' settings (a default EVENTS_MAX_AGE would shorten the events'
+// life, a default RUN_ACK_WAIT the workers'). Connect then fails with
+// ErrNotDeclared when they do not exist.
+func WithoutDeclaring() Option {
+	return func(b *Bus) { b.lookUpOnly = true }
 }
 
 // Connect connects to cfg.URL and creates or updates both streams and the
@@ -114,7 +133,11 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*Bus, error) {
 		return nil, fmt.Errorf("connect to nats: jetstream: %w", err)
 	}
 	b.js = js
-	if err := b.declare(ctx); err != nil {
+	declare := b.declare
+	if b.lookUpOnly {
+		declare = b.lookUp
+	}
+	if err := declare(ctx); err != nil {
 		b.nc.Close()
 		return nil, err
 	}
@@ -207,6 +230,31 @@ func (b *Bus) declare(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("declare consumer %s: %w", ConsumerName, declareErr(err))
+	}
+	b.runs, b.events, b.workers = runs, events, workers
+	return nil
+}
+
+// lookUp finds the streams and the consumer as the services declared them.
+func (b *Bus) lookUp(ctx context.Context) error {
+	c := b.cfg
+	notFound := func(what string, err error) error {
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("look up %s: %w: start the API or a worker with NATS_PREFIX %q first", what, ErrNotDeclared, c.Prefix)
+		}
+		return fmt.Errorf("look up %s: %w", what, declareErr(err))
+	}
+	runs, err := b.js.Stream(ctx, c.RunsStream())
+	if err != nil {
+		return notFound("stream "+c.RunsStream(), err)
+	}
+	events, err := b.js.Stream(ctx, c.EventsStream())
+	if err != nil {
+		return notFound("stream "+c.EventsStream(), err)
+	}
+	workers, err := runs.Consumer(ctx, ConsumerName)
+	if err != nil {
+		return notFound("consumer "+ConsumerName, err)
 	}
 	b.runs, b.events, b.workers = runs, events, workers
 	return nil

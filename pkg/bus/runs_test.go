@@ -163,6 +163,51 @@ func TestConnectDeclaresIdempotently(t *testing.T) {
 	})
 }
 
+func TestConnectWithoutDeclaring(t *testing.T) {
+	each(t, func(t *testing.T, s testServer) {
+		cfg := newConfig(t, s)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		js := inspector(t, s)
+
+		_, err := bus.Connect(ctx, cfg, bus.WithoutDeclaring())
+		if !errors.Is(err, bus.ErrNotDeclared) || !strings.Contains(err.Error(), cfg.Prefix) {
+			t.Fatalf("Connect before any declaration = %v, want ErrNotDeclared naming the prefix", err)
+		}
+		if _, err := js.Stream(ctx, cfg.RunsStream()); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Fatalf("the runs stream after a Connect without declaring: %v, want none", err)
+		}
+
+		worker := connect(t, cfg)
+		// The tool's own settings differ from the services'; looking up
+		// must not apply them.
+		tool := cfg
+		tool.AckWait = 9 * time.Second
+		tool.MaxDeliver = 2
+		tool.EventsMaxAge = 3 * time.Hour
+		b, err := bus.Connect(ctx, tool, bus.WithoutDeclaring())
+		if err != nil {
+			t.Fatalf("Connect without declaring: %v", err)
+		}
+		t.Cleanup(b.Close)
+		if ci := consumerInfo(t, js, cfg); ci.Config.AckWait != cfg.AckWait || ci.Config.MaxDeliver != cfg.MaxDeliver {
+			t.Errorf("consumer changed: AckWait %s MaxDeliver %d", ci.Config.AckWait, ci.Config.MaxDeliver)
+		}
+		if got := streamInfo(t, js, cfg.EventsStream()).Config.MaxAge; got != cfg.EventsMaxAge {
+			t.Errorf("events MaxAge changed to %s", got)
+		}
+		r := run()
+		publishRun(t, b, r)
+		ds := fetch(t, worker, 1, 2*time.Second)
+		if len(ds) != 1 || ds[0].Request.RunID != r.RunID {
+			t.Fatalf("the worker fetched %+v, want the tool's run", ds)
+		}
+		if err := ds[0].Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 func TestReady(t *testing.T) {
 	each(t, func(t *testing.T, s testServer) {
 		b := connect(t, newConfig(t, s))

@@ -94,20 +94,61 @@ func (r runRow) ref() RunRef {
 	return RunRef{UserID: r.UserID, ConversationID: r.ConversationID, RunID: r.ID, Status: r.Status}
 }
 
-// RunFilter selects runs for ListRuns.
+// RunFilter selects runs for ListRuns. Its conditions all apply.
 type RunFilter struct {
 	// Statuses keeps runs in one of these statuses; empty keeps all.
 	Statuses []RunStatus
-	// CreatedBefore keeps runs created before it; zero keeps all.
+	// CreatedBefore keeps runs created before it; zero keeps all. With
+	// Stuck it applies to the queued runs only.
 	CreatedBefore time.Time
+	// UserID keeps one user's runs; empty keeps every user's.
+	UserID string
+	// Stuck keeps the runs nobody is working on: queued runs (created
+	// before CreatedBefore, when set) and running runs whose lease expired
+	// by the database's clock. Unlike StaleRuns it keeps a queued run that
+	// waits behind an older unfinished run of its conversation too: an
+	// operator looks for every run that has waited too long, and the one
+	// it waits for is in the list when that one is stuck.
+	Stuck bool
+	// NewestFirst orders the list newest first; by default it is oldest
+	// first.
+	NewestFirst bool
 	// Limit bounds the list: 1–1000, 0 means DefaultRunListLimit.
 	Limit int
 }
 
+// RunInfo is a run as an operator sees it: the run and who holds it.
+type RunInfo struct {
+	Run
+	// LeaseOwner is the worker holding (or last holding) a running run,
+	// "" when none; LeaseExpiresAt is when its lease ends (expired or not).
+	LeaseOwner     string
+	LeaseExpiresAt *time.Time
+	// LeaseExpired: the run is running and its lease ended before now by
+	// the database's clock: its worker died or stalled, and the relay
+	// hands it to another.
+	LeaseExpired bool
+	// CancelRequested: the user asked to cancel the run while it ran.
+	CancelRequested bool
+}
+
+func (r runRow) info() RunInfo {
+	ri := RunInfo{Run: r.wire(), LeaseExpiresAt: utcPtr(r.LeaseExpiresAt), CancelRequested: r.CancelRequested}
+	if r.LeaseOwner != nil {
+		ri.LeaseOwner = *r.LeaseOwner
+	}
+	// lease_live is scanned only where a query asks for it (ListRuns and
+	// GetRun do).
+	ri.LeaseExpired = r.Status == RunRunning && r.LeaseExpiresAt != nil && !r.LeaseLive
+	return ri
+}
+
 // ListRuns returns the runs of every user that f selects, oldest first
-// (Run.UserID says whose). Unknown statuses and a bad limit are a
-// *validate.Error on "status" and "limit".
-func (m *Maintenance) ListRuns(ctx context.Context, f RunFilter) ([]Run, error) {
+// unless f.NewestFirst (RunInfo.UserID says whose). It is the one listing
+// over every user's runs. Unknown statuses and a bad limit are a
+// *validate.Error on "status" and "limit". Queued, running and failed
+// runs are listed through their indexes; other lists scan the table.
+func (m *Maintenance) ListRuns(ctx context.Context, f RunFilter) ([]RunInfo, error) {
 	var v validate.Errors
 	for _, s := range f.Statuses {
 		switch s {
@@ -124,21 +165,68 @@ func (m *Maintenance) ListRuns(ctx context.Context, f RunFilter) ([]Run, error) 
 		return nil, err
 	}
 	var rows []runRow
-	q := m.db.NewSelect().Model(&rows)
+	q := m.db.NewSelect().Model(&rows).
+		ColumnExpr("r.*").
+		ColumnExpr("coalesce(r.lease_expires_at > now(), false) AS lease_live")
 	if len(f.Statuses) > 0 {
 		q = q.Where("r.status IN (?)", bun.List(f.Statuses))
 	}
-	if !f.CreatedBefore.IsZero() {
-		q = q.Where("r.created_at < ?", f.CreatedBefore.UTC())
+	if f.UserID != "" {
+		q = q.Where("r.user_id = ?", f.UserID)
 	}
-	if err := q.OrderExpr("r.created_at, r.seq").Limit(int64(limit)).Scan(ctx); err != nil {
+	var before any // NULL: no bound
+	if !f.CreatedBefore.IsZero() {
+		before = f.CreatedBefore.UTC()
+	}
+	if f.Stuck {
+		q = q.WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.
+				WhereGroup(" OR ", func(q *bun.SelectQuery) *bun.SelectQuery {
+					q = q.Where("r.status = ?", RunQueued)
+					if before != nil {
+						q = q.Where("r.created_at < ?", before)
+					}
+					return q
+				}).
+				WhereGroup(" OR ", func(q *bun.SelectQuery) *bun.SelectQuery {
+					return q.Where("r.status = ?", RunRunning).
+						Where("r.lease_expires_at < now()")
+				})
+		})
+	} else if before != nil {
+		q = q.Where("r.created_at < ?", before)
+	}
+	if f.NewestFirst {
+		q = q.OrderExpr("r.created_at DESC, r.seq DESC")
+	} else {
+		q = q.OrderExpr("r.created_at, r.seq")
+	}
+	if err := q.Limit(int64(limit)).Scan(ctx); err != nil {
 		return nil, translate("list runs", err)
 	}
-	out := make([]Run, len(rows))
+	out := make([]RunInfo, len(rows))
 	for i, r := range rows {
-		out[i] = r.wire()
+		out[i] = r.info()
 	}
 	return out, nil
+}
+
+// GetRun returns run runID of whichever user, or ErrNotFound.
+func (m *Maintenance) GetRun(ctx context.Context, runID string) (RunInfo, error) {
+	id, ok := parseID(runID)
+	if !ok {
+		return RunInfo{}, ErrNotFound
+	}
+	var r runRow
+	err := m.db.NewSelect().Model(&r).
+		ColumnExpr("r.*").
+		ColumnExpr("coalesce(r.lease_expires_at > now(), false) AS lease_live").
+		Where("r.id = ?", id).
+		Scan(ctx)
+	if err != nil {
+		return RunInfo{}, translate("get run", err)
+	}
+	return r.info(), nil
 }
 
 // RequeueRun puts run runID back in the queue for an operator: a running

@@ -3,6 +3,7 @@ package chat_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,37 +104,120 @@ func TestListRuns(t *testing.T) {
 	ctx := context.Background()
 	m := chat.NewMaintenance(testDB.DB)
 	s, user := newStore(t)
+	_, other := newStore(t)
 	failed := mustTurn(t, s, user, "", "failed")
-	if _, _, err := s.FinishRun(ctx, user, failed.Run.ID, "", chat.Finish{Status: chat.RunFailed}); err != nil {
+	if _, _, err := s.FinishRun(ctx, user, failed.Run.ID, "", chat.Finish{Status: chat.RunFailed, Error: &chat.RunError{Code: chat.CodeAgentError, Message: "x"}}); err != nil {
 		t.Fatal(err)
 	}
 	stuck := mustTurn(t, s, user, "", "stuck")
 	backdate(t, stuck.Run.ID, 2*time.Hour)
+	// An orphan: running under a lease that expired (its worker died).
+	orphan := mustTurn(t, s, user, "", "orphan")
+	mustClaim(t, s, user, orphan.Run.ID, "dead-worker", chat.ClaimOK)
+	expireLease(t, orphan.Run.ID)
+	// A healthy running run and a young queued one: not stuck.
+	healthy := mustTurn(t, s, user, "", "healthy")
+	mustClaim(t, s, user, healthy.Run.ID, "live-worker", chat.ClaimOK)
 	fresh := mustTurn(t, s, user, "", "fresh")
+	// Another user's old queued run.
+	foreign := mustTurn(t, s, other, "", "foreign")
+	backdate(t, foreign.Run.ID, time.Hour)
+	// And its orphan, which a list of the first user's stuck runs leaves out.
+	foreignOrphan := mustTurn(t, s, other, "", "foreign orphan")
+	mustClaim(t, s, other, foreignOrphan.Run.ID, "dead-worker", chat.ClaimOK)
+	expireLease(t, foreignOrphan.Run.ID)
 
-	ids := func(runs []chat.Run) []string {
+	mine := []string{failed.Run.ID, stuck.Run.ID, orphan.Run.ID, healthy.Run.ID, fresh.Run.ID, foreign.Run.ID, foreignOrphan.Run.ID}
+	ids := func(runs []chat.RunInfo) []string {
 		var out []string
 		for _, r := range runs {
-			if r.UserID == user {
+			if slices.Contains(mine, r.ID) {
 				out = append(out, r.ID)
 			}
 		}
 		return out
 	}
-	runs, err := m.ListRuns(ctx, chat.RunFilter{Statuses: []chat.RunStatus{chat.RunFailed}, Limit: chat.MaxRunListLimit})
-	if err != nil || !slices.Equal(ids(runs), []string{failed.Run.ID}) {
-		t.Errorf("failed runs %v, %v", ids(runs), err)
+	halfHourAgo := time.Now().Add(-30 * time.Minute)
+	tests := []struct {
+		name string
+		f    chat.RunFilter
+		want []string
+	}{
+		{"failed", chat.RunFilter{Statuses: []chat.RunStatus{chat.RunFailed}}, []string{failed.Run.ID}},
+		{"old queued", chat.RunFilter{Statuses: []chat.RunStatus{chat.RunQueued}, CreatedBefore: halfHourAgo}, []string{stuck.Run.ID, foreign.Run.ID}},
+		{"all, oldest first", chat.RunFilter{}, []string{stuck.Run.ID, foreign.Run.ID, failed.Run.ID, orphan.Run.ID, healthy.Run.ID, fresh.Run.ID, foreignOrphan.Run.ID}},
+		{"all, newest first", chat.RunFilter{NewestFirst: true}, []string{foreignOrphan.Run.ID, fresh.Run.ID, healthy.Run.ID, orphan.Run.ID, failed.Run.ID, foreign.Run.ID, stuck.Run.ID}},
+		{"one user's", chat.RunFilter{UserID: other}, []string{foreign.Run.ID, foreignOrphan.Run.ID}},
+		{"stuck: expired leases and old queued runs", chat.RunFilter{Stuck: true, CreatedBefore: halfHourAgo}, []string{stuck.Run.ID, foreign.Run.ID, orphan.Run.ID, foreignOrphan.Run.ID}},
+		{"stuck without an age: every queued run", chat.RunFilter{Stuck: true}, []string{stuck.Run.ID, foreign.Run.ID, orphan.Run.ID, fresh.Run.ID, foreignOrphan.Run.ID}},
+		{"stuck and running", chat.RunFilter{Stuck: true, CreatedBefore: halfHourAgo, Statuses: []chat.RunStatus{chat.RunRunning}}, []string{orphan.Run.ID, foreignOrphan.Run.ID}},
+		{"stuck, one user's", chat.RunFilter{Stuck: true, CreatedBefore: halfHourAgo, UserID: user}, []string{stuck.Run.ID, orphan.Run.ID}},
+		{"stuck and failed: none", chat.RunFilter{Stuck: true, Statuses: []chat.RunStatus{chat.RunFailed}}, nil},
 	}
-	runs, err = m.ListRuns(ctx, chat.RunFilter{Statuses: []chat.RunStatus{chat.RunQueued}, CreatedBefore: time.Now().Add(-time.Hour), Limit: chat.MaxRunListLimit})
-	if err != nil || !slices.Equal(ids(runs), []string{stuck.Run.ID}) {
-		t.Errorf("old queued runs %v, %v", ids(runs), err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.f.Limit = chat.MaxRunListLimit
+			runs, err := m.ListRuns(ctx, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(runs); !slices.Equal(got, tt.want) {
+				t.Errorf("runs %v, want %v", got, tt.want)
+			}
+		})
 	}
-	runs, err = m.ListRuns(ctx, chat.RunFilter{Limit: chat.MaxRunListLimit})
-	if err != nil || !slices.Equal(ids(runs), []string{stuck.Run.ID, failed.Run.ID, fresh.Run.ID}) {
-		t.Errorf("all runs, oldest first: %v, %v", ids(runs), err)
-	}
-	_, err = m.ListRuns(ctx, chat.RunFilter{Statuses: []chat.RunStatus{"stuck"}, Limit: 5000})
+
+	t.Run("what a run shows", func(t *testing.T) {
+		runs, err := m.ListRuns(ctx, chat.RunFilter{UserID: user, Statuses: []chat.RunStatus{chat.RunRunning, chat.RunFailed}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID := map[string]chat.RunInfo{}
+		for _, r := range runs {
+			byID[r.ID] = r
+		}
+		o, h, f := byID[orphan.Run.ID], byID[healthy.Run.ID], byID[failed.Run.ID]
+		if o.LeaseOwner != "dead-worker" || o.LeaseExpiresAt == nil || !o.LeaseExpired || o.UserID != user || o.ConversationID != orphan.Conversation.ID || o.Attempts != 1 {
+			t.Errorf("orphan %+v", o)
+		}
+		if h.LeaseOwner != "live-worker" || h.LeaseExpiresAt == nil || h.LeaseExpired {
+			t.Errorf("healthy %+v", h)
+		}
+		if f.LeaseExpired || f.Error == nil || f.Error.Code != chat.CodeAgentError {
+			t.Errorf("failed %+v", f)
+		}
+	})
+	t.Run("limit keeps the first", func(t *testing.T) {
+		runs, err := m.ListRuns(ctx, chat.RunFilter{UserID: user, NewestFirst: true, Limit: 1})
+		if err != nil || len(runs) != 1 || runs[0].ID != fresh.Run.ID {
+			t.Errorf("runs %+v, %v; want only the newest", runs, err)
+		}
+	})
+	_, err := m.ListRuns(ctx, chat.RunFilter{Statuses: []chat.RunStatus{"stuck"}, Limit: 5000})
 	wantFields(t, err, "status", "limit")
+}
+
+func TestMaintenanceGetRun(t *testing.T) {
+	ctx := context.Background()
+	m := chat.NewMaintenance(testDB.DB)
+	s, user := newStore(t)
+	turn := mustTurn(t, s, user, "", "held")
+	mustClaim(t, s, user, turn.Run.ID, "w-get", chat.ClaimOK)
+	r, err := m.GetRun(ctx, strings.ToUpper(turn.Run.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ID != turn.Run.ID || r.UserID != user || r.Status != chat.RunRunning || r.LeaseOwner != "w-get" || r.LeaseExpired {
+		t.Errorf("run %+v", r)
+	}
+	expireLease(t, turn.Run.ID)
+	if r, err := m.GetRun(ctx, turn.Run.ID); err != nil || !r.LeaseExpired {
+		t.Errorf("after the lease expired: %+v, %v", r, err)
+	}
+	for _, id := range []string{"0190a0a0-0000-7000-8000-000000000000", "x"} {
+		_, err := m.GetRun(ctx, id)
+		wantErr(t, err, chat.ErrNotFound)
+	}
 }
 
 func TestRequeueRun(t *testing.T) {

@@ -194,7 +194,11 @@ func (s *Store) claim(ctx context.Context, userID, id, owner string, lease time.
 		Where("r.id = ?", r.ID).
 		Set("status = ?", RunRunning).
 		Set("attempts = attempts + 1").
-		Set("started_at = coalesce(started_at, now())").
+		// clock_timestamp, not now(): now() is when this transaction began,
+		// possibly before the conversation's previous run finished (its
+		// finish held the lock this claim waited for), and started_at would
+		// then precede that run's finished_at, as if the two had overlapped.
+		Set("started_at = coalesce(started_at, clock_timestamp())").
 		Set("lease_owner = ?", owner).
 		Set("lease_expires_at = now() + ?::interval", interval(lease)).
 		Set("updated_at = now()").

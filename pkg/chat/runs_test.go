@@ -681,6 +681,7 @@ func TestStoreUnavailable(t *testing.T) {
 		{"StaleRuns", func() error { _, err := m.StaleRuns(ctx, time.Now(), time.Time{}, 10); return err }},
 		{"ListRuns", func() error { _, err := m.ListRuns(ctx, chat.RunFilter{}); return err }},
 		{"RequeueRun", func() error { _, err := m.RequeueRun(ctx, id); return err }},
+		{"GetRun (maintenance)", func() error { _, err := m.GetRun(ctx, id); return err }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

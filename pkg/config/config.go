@@ -7,8 +7,9 @@
 // Each package owns its configuration type and its Validate method
 // (pgdb.Config, auth.Config, httpapi.Config, …); this package only turns
 // environment variables into those types. The service commands compose the
-// sections they need; config itself imports no edge (no Fiber, no NATS), so
-// chatctl links neither.
+// sections they need. config imports no HTTP edge (no Fiber), so chatctl
+// does not link it; it does import pkg/bus for bus.Config, since chatctl
+// publishes run requests with the services' settings.
 package config
 
 import (

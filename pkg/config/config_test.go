@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskchat/taskchat/pkg/bus"
 	"github.com/taskchat/taskchat/pkg/config"
 )
 
@@ -152,6 +153,46 @@ func TestSectionsValidateOnce(t *testing.T) {
 		if n := strings.Count(err.Error(), want); n != 1 {
 			t.Errorf("%q appears %d times in %v", want, n, err)
 		}
+	}
+}
+
+func TestNATS(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    bus.Config
+		wantErr []string
+	}{
+		{"unset: defaults, no URL and no error (the caller requires it)", nil,
+			bus.Config{Prefix: bus.DefaultPrefix, Replicas: bus.DefaultReplicas, EventsMaxAge: bus.DefaultEventsMaxAge, AckWait: bus.DefaultAckWait, MaxDeliver: bus.DefaultMaxDeliver}, nil},
+		{"every variable", map[string]string{
+			"NATS_URL": " nats://a:4222,nats://b:4222 ", "NATS_PREFIX": "prod", "NATS_STREAM_REPLICAS": "3",
+			"EVENTS_MAX_AGE": "72h", "RUN_ACK_WAIT": "45s", "RUN_MAX_DELIVER": "4",
+		}, bus.Config{URL: "nats://a:4222,nats://b:4222", Prefix: "prod", Replicas: 3, EventsMaxAge: 72 * time.Hour, AckWait: 45 * time.Second, MaxDeliver: 4}, nil},
+		{"checked without a URL too", map[string]string{"NATS_PREFIX": "Bad.Prefix", "NATS_STREAM_REPLICAS": "9"},
+			bus.Config{}, []string{"NATS_PREFIX", "NATS_STREAM_REPLICAS"}},
+		{"a URL of another scheme", map[string]string{"NATS_URL": "http://nats:4222"}, bus.Config{}, []string{"NATS_URL must be"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := config.NewReader(env(tt.env))
+			got := config.NATS(r)
+			err := r.Err()
+			if tt.wantErr == nil {
+				if err != nil || got != tt.want {
+					t.Errorf("NATS = %+v, %v; want %+v", got, err, tt.want)
+				}
+				return
+			}
+			for _, w := range tt.wantErr {
+				if err == nil || strings.Count(err.Error(), w) != 1 {
+					t.Errorf("error %v does not name %q once", err, w)
+				}
+			}
+			if err != nil && strings.Contains(err.Error(), "nats://unset") {
+				t.Errorf("error shows the placeholder URL: %v", err)
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/auth"
+	"github.com/taskchat/taskchat/pkg/bus"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
 
@@ -19,6 +20,29 @@ func Database(r *Reader) pgdb.Config {
 		IdleInTxTimeout:  r.Duration("DB_IDLE_IN_TX_TIMEOUT", 30*time.Second),
 	}
 	r.Check(cfg.Validate())
+	return cfg
+}
+
+// NATS reads where NATS is and how taskchat's streams and consumer are
+// declared: NATS_URL, NATS_PREFIX, NATS_STREAM_REPLICAS, EVENTS_MAX_AGE,
+// RUN_ACK_WAIT, RUN_MAX_DELIVER. An unset NATS_URL stays empty: the caller
+// decides whether it is required (the API and the workers) or not (chatd
+// then embeds a server; chatctl does not publish). Every other setting is
+// checked either way.
+func NATS(r *Reader) bus.Config {
+	cfg := bus.Config{
+		URL:          r.URL("NATS_URL", ""),
+		Prefix:       r.String("NATS_PREFIX", bus.DefaultPrefix),
+		Replicas:     r.Int("NATS_STREAM_REPLICAS", bus.DefaultReplicas),
+		EventsMaxAge: r.Duration("EVENTS_MAX_AGE", bus.DefaultEventsMaxAge),
+		AckWait:      r.Duration("RUN_ACK_WAIT", bus.DefaultAckWait),
+		MaxDeliver:   r.Int("RUN_MAX_DELIVER", bus.DefaultMaxDeliver),
+	}
+	check := cfg
+	if check.URL == "" {
+		check.URL = "nats://unset" // reported by the caller, if required
+	}
+	r.Check(check.Validate())
 	return cfg
 }
 

@@ -74,6 +74,7 @@ type ChatStore interface {
 	ListMessages(ctx context.Context, userID, conversationID string, p chat.ListParams) (chat.MessagePage, error)
 	GetRun(ctx context.Context, userID, runID string) (chat.Run, error)
 	CancelRun(ctx context.Context, userID, runID string) (chat.Run, error)
+	NextQueuedRun(ctx context.Context, userID, conversationID string) (chat.Run, bool, error)
 }
 
 // ChatBus is what the chat routes need of *bus.Bus. Its methods are safe
@@ -103,23 +104,24 @@ type Chat struct {
 // so the final event cannot slip past it.
 type RunWaiter struct {
 	mu sync.Mutex
-	m  map[string]chan chat.Event
+	m  map[string][]chan chat.Event
 }
 
 // NewRunWaiter returns an empty RunWaiter.
-func NewRunWaiter() *RunWaiter { return &RunWaiter{m: map[string]chan chat.Event{}} }
+func NewRunWaiter() *RunWaiter { return &RunWaiter{m: map[string][]chan chat.Event{}} }
 
-// Deliver hands a run event to the request waiting for it, if any. It
-// never blocks.
+// Deliver hands a run's final event to every request waiting for it (two
+// sync requests with one Idempotency-Key wait for the same run). It never
+// blocks.
 func (w *RunWaiter) Deliver(ev chat.Event) {
 	if !chat.FinalEvent(ev.Type) {
 		return
 	}
 	w.mu.Lock()
-	ch := w.m[ev.RunID]
+	chs := w.m[ev.RunID]
 	delete(w.m, ev.RunID)
 	w.mu.Unlock()
-	if ch != nil {
+	for _, ch := range chs {
 		ch <- ev // buffered, and removed from the map: never blocks
 	}
 }
@@ -128,14 +130,23 @@ func (w *RunWaiter) Deliver(ev chat.Event) {
 func (w *RunWaiter) wait(runID string) (ch <-chan chat.Event, stop func()) {
 	c := make(chan chat.Event, 1)
 	w.mu.Lock()
-	w.m[runID] = c
+	w.m[runID] = append(w.m[runID], c)
 	w.mu.Unlock()
 	return c, func() {
 		w.mu.Lock()
-		if w.m[runID] == c {
-			delete(w.m, runID)
+		defer w.mu.Unlock()
+		chs := w.m[runID]
+		for i, x := range chs {
+			if x == c {
+				chs = append(chs[:i], chs[i+1:]...)
+				break
+			}
 		}
-		w.mu.Unlock()
+		if len(chs) == 0 {
+			delete(w.m, runID)
+		} else {
+			w.m[runID] = chs
+		}
 	}
 }
 
@@ -242,6 +253,14 @@ func (s *Server) postChat(c *fiber.Ctx) error {
 	if async {
 		return s.accepted(c, user, turn, cursor)
 	}
+	if !turn.Created && !run.Status.Final() {
+		// A replay whose run may have finished between CreateTurn's read
+		// and the waiter's registration: read it again, now that no final
+		// event can be missed.
+		if cur, err := s.deps.Chat.Store.GetRun(ctx, user, run.ID); err == nil {
+			turn.Run, run = cur, cur
+		}
+	}
 	if run.Status.Final() {
 		// An idempotent replay of a finished run: the answer is stored.
 		return s.storedAnswer(c, user, turn)
@@ -250,6 +269,16 @@ func (s *Server) postChat(c *fiber.Ctx) error {
 	defer timer.Stop()
 	select {
 	case ev := <-final:
+		if ev.Type != chat.EventRunCompleted {
+			// run.cancelled and run.failed carry no text, yet a cancelled
+			// run keeps what it produced, and the run holds its error:
+			// answer from storage (committed before the final event is
+			// published), as a replay of this request does, so both agree.
+			if cur, err := s.deps.Chat.Store.GetRun(ctx, user, run.ID); err == nil {
+				turn.Run = cur
+				return s.storedAnswer(c, user, turn)
+			}
+		}
 		return c.JSON(answerFromEvent(turn, ev))
 	case <-timer.C:
 		return s.accepted(c, user, turn, cursor)
@@ -392,7 +421,8 @@ func idempotencyKey(c *fiber.Ctx) (string, error) {
 // with another body is refused.
 func requestHash(conversationID, message string) string {
 	h := sha256.New()
-	h.Write([]byte(conversationID))
+	// The store accepts a UUID in either case: hash the one it means.
+	h.Write([]byte(strings.ToLower(strings.TrimSpace(conversationID))))
 	h.Write([]byte{0})
 	h.Write([]byte(strings.TrimSpace(message)))
 	return hex.EncodeToString(h.Sum(nil))
@@ -472,6 +502,17 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 		if err := s.deps.Chat.Bus.PublishCancel(ctx, runID); err != nil {
 			s.reqLog(c).Warn("signal cancel of a deleted conversation's run", "run_id", runID, "err", err)
 		}
+		// No worker publishes anything for a deleted run: announce its end
+		// here, so that requests waiting for it, on any replica, answer now
+		// instead of at their sync timeout. The purge below then removes it
+		// from the stream with the rest.
+		ev, err := chat.NewEvent(chat.EventRunCancelled, id, runID, chat.RunCancelledData{RunID: runID})
+		if err == nil {
+			_, err = s.deps.Chat.Bus.PublishEvent(ctx, ev, runID+".cancelled")
+		}
+		if err != nil {
+			s.reqLog(c).Warn("publish run.cancelled of a deleted conversation's run", "run_id", runID, "err", err)
+		}
 	}
 	if err := s.deps.Chat.Bus.PurgeEvents(ctx, id); err != nil {
 		s.reqLog(c).Warn("purge a deleted conversation's events", "conversation_id", id, "err", err)
@@ -528,12 +569,30 @@ func (s *Server) cancelRun(c *fiber.Ctx) error {
 		if err != nil {
 			s.reqLog(c).Warn("publish run.cancelled", "run_id", run.ID, "err", err)
 		}
+		s.wakeNext(c, user, run.ConversationID)
 	} else if err := cb.PublishCancel(ctx, run.ID); err != nil {
 		// The worker also reads the request from Postgres at its next lease
 		// renewal.
 		s.reqLog(c).Warn("signal cancel", "run_id", run.ID, "err", err)
 	}
 	return c.Status(fiber.StatusAccepted).JSON(run)
+}
+
+// wakeNext publishes the conversation's next queued run again: its own
+// request may have been acked while the cancelled run was ahead of it, and
+// no worker finishes the cancelled one to pick it up. A fresh message id:
+// the original may be inside the duplicate window.
+func (s *Server) wakeNext(c *fiber.Ctx, user, conversationID string) {
+	ctx := c.UserContext()
+	next, ok, err := s.deps.Chat.Store.NextQueuedRun(ctx, user, conversationID)
+	if err != nil || !ok {
+		return // the relay covers an error
+	}
+	req := bus.RunRequest{V: bus.RunVersion, RunID: next.ID, UserID: user, ConversationID: conversationID,
+		MsgID: next.ID + ".wake." + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	if err := s.deps.Chat.Bus.PublishRun(ctx, req); err != nil {
+		s.reqLog(c).Warn("publish the next run; the relay will", "run_id", next.ID, "err", err)
+	}
 }
 
 // newList is the list shape; Data is never null.

@@ -32,8 +32,9 @@ const (
 
 // execute runs a claimed run to its end: events, agent, answer, final
 // status, final event. A run whose cancel was requested before this claim
-// goes straight to its end.
-func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, cancelRequested bool) outcome {
+// goes straight to its end. d is the run's message, kept in progress while
+// the run lasts (nil when it has none).
+func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, cancelRequested bool, d *bus.Delivery) outcome {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if cancelRequested {
@@ -60,7 +61,7 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
-		w.keepLease(runCtx, cancel, log, run)
+		w.keepLease(runCtx, cancel, log, run, d)
 	}()
 
 	in, err := w.input(runCtx, run)
@@ -148,11 +149,16 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, ev *emitter, run 
 	return outcomeDone
 }
 
-// keepLease renews the run's lease every third of it and sends InProgress
-// on the run's message (through the lease: a redelivered message finds the
-// run busy), until ctx ends. A cancel request or a lost lease cancels the
-// run with that cause.
-func (w *Worker) keepLease(ctx context.Context, cancel context.CancelCauseFunc, log *slog.Logger, run chat.Run) {
+// keepLease renews the run's lease every third of it, and with each
+// renewal sends InProgress on the run's message d (when it has one), until
+// ctx ends. A cancel request or a lost lease cancels the run with that
+// cause.
+//
+// Without InProgress a run longer than AckWait had its message redelivered:
+// the redelivery found the run busy and acked it, so the run's own nak
+// (retry, shutdown) came too late and only the relay could bring the run
+// back. AckWait must exceed a third of the lease for this to hold.
+func (w *Worker) keepLease(ctx context.Context, cancel context.CancelCauseFunc, log *slog.Logger, run chat.Run, d *bus.Delivery) {
 	t := time.NewTicker(w.cfg.Lease / 3)
 	defer t.Stop()
 	store := chat.NewStore(w.db)
@@ -161,6 +167,13 @@ func (w *Worker) keepLease(ctx context.Context, cancel context.CancelCauseFunc, 
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if d != nil {
+			if err := d.InProgress(); err != nil {
+				// NATS is away: the message may be redelivered, which finds
+				// the run busy; the lease is what keeps the run ours.
+				log.Warn("run request in progress", "err", err)
+			}
 		}
 		cancelRequested, err := store.RenewLease(ctx, run.UserID, run.ID, w.cfg.Owner, w.cfg.Lease)
 		switch {

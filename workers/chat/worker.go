@@ -276,19 +276,17 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) {
 	}
 	req := d.Request
 	ctx = reqctx.WithUserID(ctx, req.UserID)
-	log = log.With("run_id", req.RunID, "conversation_id", req.ConversationID)
+	log = log.With("user_id", req.UserID, "conversation_id", req.ConversationID)
 
-	next, settle := w.process(ctx, log, req.UserID, req.RunID, int(d.NumDelivered))
-	w.settle(ctx, log, d, settle)
+	runLog := log.With("run_id", req.RunID)
+	next, settle := w.process(ctx, runLog, req.UserID, req.RunID, d)
+	w.settle(ctx, runLog, d, settle)
 	for next != "" && ctx.Err() == nil {
 		// Runs picked up this way have no message of their own: theirs was
-		// acked when they were not yet their conversation's turn.
-		var s settlement
-		next, s = w.process(ctx, log.With("run_id", next), req.UserID, next, 1)
-		if s.kind == settleNak {
-			// Hand it to the relay: it is queued again and will be published.
-			log.Warn("chained run handed back", "run_id", next)
-		}
+		// acked when they were not yet their conversation's turn. One handed
+		// back is queued again, and the relay publishes it.
+		runID := next
+		next, _ = w.process(ctx, log.With("run_id", runID), req.UserID, runID, nil)
 	}
 }
 
@@ -332,8 +330,13 @@ func (w *Worker) nakDelay(delivered int) time.Duration {
 
 // process claims and runs one run. It returns the conversation's next
 // queued run when this one finished (so the caller runs it next), and what
-// to do with the run's message.
-func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID string, delivered int) (next string, s settlement) {
+// to do with the run's message d (nil for a run picked up after the one
+// before it: its message was acked already).
+func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID string, d *bus.Delivery) (next string, s settlement) {
+	delivered := 1
+	if d != nil {
+		delivered = int(d.NumDelivered)
+	}
 	store := chat.NewStore(w.db)
 	claim, err := store.ClaimRun(ctx, userID, runID, w.cfg.Owner, w.cfg.Lease)
 	if err != nil {
@@ -359,7 +362,7 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID st
 		return w.nextOf(ctx, log, run), settlement{kind: settleAck}
 	}
 
-	outcome := w.execute(ctx, log, run, claim.CancelRequested)
+	outcome := w.execute(ctx, log, run, claim.CancelRequested, d)
 	switch outcome {
 	case outcomeDone:
 		return w.nextOf(ctx, log, run), settlement{kind: settleAck}

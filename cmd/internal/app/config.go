@@ -144,25 +144,13 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 	return cfg, r.Err()
 }
 
-// natsConfig reads the bus settings. NATS_URL is required but for chatd,
-// which embeds a server when it is unset.
+// natsConfig reads the bus settings (config.NATS). NATS_URL is required
+// but for chatd, which embeds a server when it is unset.
 func natsConfig(r *config.Reader, service Service) bus.Config {
-	cfg := bus.Config{
-		URL:          r.URL("NATS_URL", ""),
-		Prefix:       r.String("NATS_PREFIX", bus.DefaultPrefix),
-		Replicas:     r.Int("NATS_STREAM_REPLICAS", bus.DefaultReplicas),
-		EventsMaxAge: r.Duration("EVENTS_MAX_AGE", bus.DefaultEventsMaxAge),
-		AckWait:      r.Duration("RUN_ACK_WAIT", bus.DefaultAckWait),
-		MaxDeliver:   r.Int("RUN_MAX_DELIVER", bus.DefaultMaxDeliver),
-	}
+	cfg := config.NATS(r)
 	if cfg.URL == "" && service != ServiceChatd {
 		r.Fail("NATS_URL", "is required (e.g. nats://127.0.0.1:4222); only chatd embeds a server without it")
 	}
-	check := cfg
-	if check.URL == "" {
-		check.URL = "nats://embedded" // chatd fills it in once its server runs
-	}
-	r.Check(check.Validate())
 	return cfg
 }
 
