@@ -24,6 +24,11 @@ const (
 	EventReset            = "reset"
 )
 
+// QueuedEventID is the message id of a run's run.queued event. The API and
+// the worker that starts the run both publish it under this id, so
+// JetStream keeps exactly one, ahead of run.started.
+func QueuedEventID(runID string) string { return runID + ".queued" }
+
 // FinalEvent reports whether name ends a run.
 func FinalEvent(name string) bool {
 	return name == EventRunCompleted || name == EventRunFailed || name == EventRunCancelled

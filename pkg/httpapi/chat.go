@@ -298,7 +298,7 @@ func (s *Server) announce(ctx context.Context, turn chat.Turn) uint64 {
 		chat.RunQueuedData{RunID: run.ID, MessageID: turn.Message.ID, Position: turn.Position})
 	if err == nil {
 		var seq uint64
-		seq, err = cb.PublishEvent(ctx, ev, run.ID+".queued")
+		seq, err = cb.PublishEvent(ctx, ev, chat.QueuedEventID(run.ID))
 		if err == nil && seq > 0 {
 			cursor = seq - 1
 		}

@@ -24,6 +24,9 @@ const (
 	outcomeDone outcome = iota
 	// outcomeRetry: a transient failure; the run should be handed back.
 	outcomeRetry
+	// outcomeHandBack: the worker is shutting down; the run goes back to
+	// the queue without counting as a failure.
+	outcomeHandBack
 	// outcomeLeaseLost: another worker holds the run now.
 	outcomeLeaseLost
 	// outcomeGone: the run or its conversation was deleted.
@@ -52,6 +55,15 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 
 	pub := w.queue.NewEventPublisher(w.cfg.EventBacklog)
 	ev := newEmitter(pub, run, log)
+	if run.Attempts == 1 && time.Since(run.CreatedAt) < queuedEventWindow {
+		// The API publishes run.queued after its commit; a worker that took
+		// the run from Postgres at once (finishing the conversation's
+		// previous run) could start it before that. Publishing it here under
+		// the API's message id puts it first either way: JetStream keeps the
+		// first of the two inside its duplicate window (2 minutes by
+		// default; this stays well inside it).
+		ev.publishID(runCtx, chat.EventRunQueued, chat.QueuedEventID(run.ID), chat.RunQueuedData{RunID: run.ID, MessageID: run.MessageID})
+	}
 	if run.Attempts > 1 {
 		ev.publish(runCtx, chat.EventRunRestarted, "restarted", chat.RunRestartedData{RunID: run.ID, Attempt: run.Attempts})
 	}
@@ -94,7 +106,7 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 		return outcomeGone
 	case errors.Is(cause, errShutdown):
 		log.Info("run handed back on shutdown")
-		return outcomeRetry
+		return outcomeHandBack
 	case errors.Is(err, agent.ErrRoundsExceeded):
 		return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed,
 			Error: &chat.RunError{Code: chat.CodeToolRoundsCapped, Message: "the assistant used too many tool rounds"}})
@@ -273,6 +285,23 @@ type emitter struct {
 
 func newEmitter(pub *bus.EventPublisher, run chat.Run, log *slog.Logger) *emitter {
 	return &emitter{pub: pub, run: run, log: log, ctx: context.Background(), tool: map[string]string{}}
+}
+
+// queuedEventWindow bounds how old a run may be for its worker to publish
+// run.queued too (see execute): inside it the API's copy and the worker's
+// are deduplicated.
+const queuedEventWindow = time.Minute
+
+// publishID sends one event under the given message id.
+func (e *emitter) publishID(ctx context.Context, typ, msgID string, payload any) {
+	ev, err := chat.NewEvent(typ, e.run.ConversationID, e.run.ID, payload)
+	if err != nil {
+		e.remember(err)
+		return
+	}
+	if err := e.pub.Publish(ctx, ev, msgID); err != nil {
+		e.remember(err)
+	}
 }
 
 // publish sends one event. A failure is remembered (flush returns it) but

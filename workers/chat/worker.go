@@ -214,17 +214,18 @@ func (w *Worker) Run(ctx, stop context.Context) error {
 			continue
 		}
 		ds, err := w.queue.Fetch(ctx, free, w.cfg.FetchWait)
-		if err != nil && ctx.Err() == nil {
-			w.log.Warn("fetch run requests", "err", err)
-			w.pause(ctx)
-			continue
-		}
+		// Requests that arrived with an error are handled all the same:
+		// dropping them would leave them to AckWait.
 		for _, d := range ds {
 			slots <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-slots }()
 				w.handle(runCtx, d)
 			})
+		}
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("fetch run requests", "err", err)
+			w.pause(ctx)
 		}
 	}
 
@@ -358,7 +359,7 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID st
 	log = log.With("attempt", run.Attempts)
 	if run.Attempts > w.cfg.MaxAttempts {
 		w.fail(ctx, log, run, chat.RunError{Code: chat.CodeAttemptsExceeded,
-			Message: fmt.Sprintf("the run failed %d times", run.Attempts-1)}, false)
+			Message: fmt.Sprintf("the run failed %d times", run.Attempts-1)}, true)
 		return w.nextOf(ctx, log, run), settlement{kind: settleAck}
 	}
 
@@ -368,10 +369,17 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID st
 		return w.nextOf(ctx, log, run), settlement{kind: settleAck}
 	case outcomeLeaseLost, outcomeGone:
 		return "", settlement{kind: settleAck}
+	case outcomeHandBack:
+		// Shutdown, not a failure: whatever the attempt, another worker
+		// takes it from here.
+		if err := store.ReleaseRun(context.WithoutCancel(ctx), userID, run.ID, w.cfg.Owner); err != nil {
+			log.Warn("hand back run", "err", err)
+		}
+		return "", settlement{kind: settleNak, delay: w.cfg.NakDelay}
 	default: // outcomeRetry
 		if run.Attempts >= w.cfg.MaxAttempts {
 			w.fail(ctx, log, run, chat.RunError{Code: chat.CodeAttemptsExceeded,
-				Message: fmt.Sprintf("the run failed %d times", run.Attempts)}, false)
+				Message: fmt.Sprintf("the run failed %d times", run.Attempts)}, true)
 			return w.nextOf(ctx, log, run), settlement{kind: settleAck}
 		}
 		if err := store.ReleaseRun(context.WithoutCancel(ctx), userID, run.ID, w.cfg.Owner); err != nil {

@@ -46,12 +46,17 @@ func TestRunCompletes(t *testing.T) {
 		}
 		h.waitAcked(settle)
 		evs := h.events(turn.Conversation.ID, turn.Run.ID)
-		want := []string{chat.EventRunStarted, chat.EventToolCall, chat.EventToolResult,
+		// The test publishes no run.queued (the API does): the worker that
+		// starts the run publishes it under the API's message id.
+		want := []string{chat.EventRunQueued, chat.EventRunStarted, chat.EventToolCall, chat.EventToolResult,
 			chat.EventMessageDelta, chat.EventMessageCompleted, chat.EventRunCompleted}
 		if got := kinds(evs); !reflect.DeepEqual(got, want) {
 			t.Fatalf("events = %v, want %v", got, want)
 		}
-		if d := payload[chat.RunStartedData](t, evs[0]); d.Attempt != 1 || d.RunID != turn.Run.ID {
+		if d := payload[chat.RunQueuedData](t, evs[0]); d.RunID != turn.Run.ID || d.MessageID != turn.Message.ID {
+			t.Errorf("run.queued = %+v, want run %s, message %s", d, turn.Run.ID, turn.Message.ID)
+		}
+		if d := payload[chat.RunStartedData](t, evs[1]); d.Attempt != 1 || d.RunID != turn.Run.ID {
 			t.Errorf("run.started = %+v, want attempt 1 of %s", d, turn.Run.ID)
 		}
 		if d := payload[chat.MessageCompletedData](t, evs[len(evs)-2]); d.Message.ID != answers[0].ID {
@@ -161,10 +166,10 @@ func TestCrashedWorkerRunIsTakenOver(t *testing.T) {
 				}
 
 				evs := h.events(turn.Conversation.ID, turn.Run.ID)
-				want := []string{chat.EventRunStarted, chat.EventRunRestarted, chat.EventRunStarted, chat.EventToolCall, chat.EventToolResult,
+				want := []string{chat.EventRunQueued, chat.EventRunStarted, chat.EventRunRestarted, chat.EventRunStarted, chat.EventToolCall, chat.EventToolResult,
 					chat.EventMessageDelta, chat.EventMessageCompleted, chat.EventRunCompleted}
 				if tc.afterTool {
-					want = append([]string{chat.EventRunStarted, chat.EventToolCall, chat.EventToolResult}, want[1:]...)
+					want = append([]string{chat.EventRunQueued, chat.EventRunStarted, chat.EventToolCall, chat.EventToolResult}, want[2:]...)
 				}
 				if got := kinds(evs); !reflect.DeepEqual(got, want) {
 					t.Fatalf("events = %v, want %v", got, want)
@@ -555,7 +560,7 @@ func TestCancelRunningRun(t *testing.T) {
 				}
 				h.waitAcked(settle)
 				evs := h.events(turn.Conversation.ID, turn.Run.ID)
-				want := []string{chat.EventRunStarted, chat.EventMessageDelta, chat.EventMessageCompleted, chat.EventRunCancelled}
+				want := []string{chat.EventRunQueued, chat.EventRunStarted, chat.EventMessageDelta, chat.EventMessageCompleted, chat.EventRunCancelled}
 				if got := kinds(evs); !reflect.DeepEqual(got, want) {
 					t.Errorf("events = %v, want %v", got, want)
 				}
@@ -720,7 +725,7 @@ func TestShutdown(t *testing.T) {
 			}
 			h.waitAcked(settle)
 			evs := h.events(turn.Conversation.ID, turn.Run.ID)
-			want := []string{chat.EventRunStarted, chat.EventRunRestarted, chat.EventRunStarted,
+			want := []string{chat.EventRunQueued, chat.EventRunStarted, chat.EventRunRestarted, chat.EventRunStarted,
 				chat.EventMessageDelta, chat.EventMessageCompleted, chat.EventRunCompleted}
 			if got := kinds(evs); !reflect.DeepEqual(got, want) {
 				t.Errorf("events = %v, want %v", got, want)

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"sort"
 	"time"
 
@@ -130,6 +131,11 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 	}
 	if service.worker() {
 		cfg.Worker, cfg.Relay = workerConfig(r)
+		// Workers renew a run's lease, and keep its request from being
+		// redelivered, every third of the lease.
+		if ack := cfg.NATS.AckWait; ack > 0 && ack <= cfg.Worker.Lease/3 {
+			r.Fail("RUN_ACK_WAIT", fmt.Sprintf("must be longer than a sixth of RUN_RESUME_AFTER (%s), got %s", cfg.Worker.Lease/3, ack))
+		}
 		cfg.Agent = AgentConfig{
 			Provider:      r.OneOf("AI_PROVIDER", "offline", "offline"),
 			MaxToolRounds: r.Int("AI_MAX_TOOL_ROUNDS", 8),
