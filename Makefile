@@ -8,12 +8,13 @@ CORS_ORIGINS       ?= http://localhost:3000
 LOG_FORMAT         ?= text
 USER_ID            ?= dev-user
 TESTFLAGS          ?=
+LOADFLAGS          ?=
 
 export DATABASE_URL BETTER_AUTH_SECRET CORS_ORIGINS LOG_FORMAT
 
 GO ?= go
 
-.PHONY: run test lint deploy-check schema schema-diff token build
+.PHONY: run test lint deploy-check schema schema-diff token build load
 
 ## run: create the database if missing, apply the schema, serve the API (chatd)
 ## in development mode: on 127.0.0.1:8080 unless HTTP_ADDR says otherwise
@@ -50,3 +51,9 @@ token:
 ## build: all binaries into ./bin
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+
+## load: measure the chat pipeline end to end against its database-only
+## baseline (cmd/chatload; a fresh database on DATABASE_URL's server, embedded
+## NATS unless NATS_URL is set); LOADFLAGS="-clients 64 -cpuprofile cpu.out"
+load:
+	$(GO) run ./cmd/chatload $(LOADFLAGS)
