@@ -280,8 +280,8 @@ func TestREADMEDocumentsEveryVariable(t *testing.T) {
 		t.Fatal("found no configuration rows in README.md")
 	}
 	for _, row := range rows {
-		// TEST_DATABASE_URL is read by the tests (pkg/dbtest), not a service.
-		if name := row[1]; name != "TEST_DATABASE_URL" && !slices.Contains(vars, name) {
+		// TEST_DATABASE_URL and TEST_NATS_URL are read by the tests, not a service.
+		if name := row[1]; name != "TEST_DATABASE_URL" && name != "TEST_NATS_URL" && !slices.Contains(vars, name) {
 			t.Errorf("README.md documents %s, which no service reads", name)
 		}
 	}
