@@ -29,6 +29,16 @@ const (
 // JetStream keeps exactly one, ahead of run.started.
 func QueuedEventID(runID string) string { return runID + ".queued" }
 
+// AnswerEventID and FinalEventID are the message ids of a run's
+// message.completed and final event (run.completed, run.failed or
+// run.cancelled). Whoever publishes them — the worker, the API cancelling a
+// queued run, a worker republishing after a crash between commit and
+// publish — uses these ids, so JetStream keeps one of each.
+func AnswerEventID(runID string) string { return runID + ".answer" }
+
+// FinalEventID is the message id of a run's final event (see AnswerEventID).
+func FinalEventID(runID string) string { return runID + ".final" }
+
 // FinalEvent reports whether name ends a run.
 func FinalEvent(name string) bool {
 	return name == EventRunCompleted || name == EventRunFailed || name == EventRunCancelled

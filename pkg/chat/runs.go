@@ -269,6 +269,34 @@ func (s *Store) RenewLease(ctx context.Context, userID, runID, owner string, lea
 	return cancelRequested, translate(op, err)
 }
 
+// HoldLease checks, inside the caller's transaction, that owner still
+// holds a live lease on userID's run runID, and keeps the run row locked
+// (FOR SHARE) until that transaction ends, so no other worker can claim or
+// finish the run meanwhile. The worker calls it before applying a tool's
+// effect: a worker that lost its lease (paused, partitioned) must not
+// change the user's tasks. ErrLeaseLost when the lease is not owner's or
+// has expired; ErrNotFound when the run is gone.
+func (s *Store) HoldLease(ctx context.Context, userID, runID, owner string) error {
+	const op = "hold lease"
+	id, ok := parseID(runID)
+	if !ok {
+		return ErrNotFound
+	}
+	var held string
+	err := s.selectFrom(userID, (*runRow)(nil)).
+		Column("r.id").
+		Where("r.id = ?", id).
+		Where("r.status = ?", RunRunning).
+		Where("r.lease_owner = ?", owner).
+		Where("r.lease_expires_at > clock_timestamp()").
+		For("SHARE").
+		Scan(ctx, &held)
+	if errors.Is(err, sql.ErrNoRows) {
+		return s.leaseLost(ctx, userID, id, op)
+	}
+	return translate(op, err)
+}
+
 // leaseLost explains why a statement conditioned on owner's lease of run
 // id matched no row: ErrNotFound when the run is gone, else ErrLeaseLost.
 func (s *Store) leaseLost(ctx context.Context, userID, id, op string) error {
@@ -352,6 +380,29 @@ func (s *Store) History(ctx context.Context, userID, runID string, limit int) ([
 		out[len(rows)-1-i] = m.wire()
 	}
 	return out, nil
+}
+
+// RunAnswer returns the assistant message userID's run runID wrote, if it
+// wrote one (an idempotent replay answers with it).
+func (s *Store) RunAnswer(ctx context.Context, userID, runID string) (Message, bool, error) {
+	const op = "run answer"
+	id, ok := parseID(runID)
+	if !ok {
+		return Message{}, false, nil
+	}
+	var m messageRow
+	err := s.selectFrom(userID, &m).
+		Where("m.run_id = ?", id).
+		Where("m.role = ?", RoleAssistant).
+		Limit(1).
+		Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Message{}, false, nil
+	}
+	if err != nil {
+		return Message{}, false, translate(op, err)
+	}
+	return m.wire(), true, nil
 }
 
 // NextQueuedRun returns the oldest queued run of userID's conversation

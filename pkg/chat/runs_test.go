@@ -315,6 +315,17 @@ func TestFinishRun(t *testing.T) {
 	if !conv.UpdatedAt.After(turn.Conversation.UpdatedAt) {
 		t.Errorf("conversation updated_at not bumped")
 	}
+	t.Run("its answer, by run", func(t *testing.T) {
+		got, ok, err := s.RunAnswer(ctx, user, turn.Run.ID)
+		if err != nil || !ok || got.ID != msg.ID || got.Content != "Added milk." {
+			t.Fatalf("RunAnswer = %+v, %v, %v; want %s", got, ok, err, msg.ID)
+		}
+		other := chat.NewStore(testDB.DB)
+		stranger := dbtest.CreateUser(t, testDB.DB, "")
+		if _, ok, err := other.RunAnswer(ctx, stranger, turn.Run.ID); ok || err != nil {
+			t.Fatalf("another user's RunAnswer = %v, %v; want not found", ok, err)
+		}
+	})
 	t.Run("a second finish", func(t *testing.T) {
 		for _, owner := range []string{"w", ""} {
 			_, _, err := s.FinishRun(ctx, user, turn.Run.ID, owner, chat.Finish{Status: chat.RunCompleted, Answer: &chat.Answer{Content: "again"}})

@@ -75,6 +75,7 @@ type ChatStore interface {
 	GetRun(ctx context.Context, userID, runID string) (chat.Run, error)
 	CancelRun(ctx context.Context, userID, runID string) (chat.Run, error)
 	NextQueuedRun(ctx context.Context, userID, conversationID string) (chat.Run, bool, error)
+	RunAnswer(ctx context.Context, userID, runID string) (chat.Message, bool, error)
 }
 
 // ChatBus is what the chat routes need of *bus.Bus. Its methods are safe
@@ -354,15 +355,12 @@ func (s *Server) storedAnswer(c *fiber.Ctx, user string, turn chat.Turn) error {
 	run := turn.Run
 	body := answerBody{ConversationID: run.ConversationID, MessageID: turn.Message.ID, RunID: run.ID,
 		Status: run.Status, ToolCalls: []chat.ToolCall{}, Error: run.Error}
-	page, err := s.deps.Chat.Store.ListMessages(c.UserContext(), user, run.ConversationID, chat.ListParams{Limit: todo.MaxLimit, Order: "desc"})
+	m, ok, err := s.deps.Chat.Store.RunAnswer(c.UserContext(), user, run.ID)
 	if err != nil {
 		return err
 	}
-	for _, m := range page.Messages {
-		if m.RunID == run.ID && m.Role == chat.RoleAssistant {
-			body.Response, body.ToolCalls = m.Content, m.ToolCalls
-			break
-		}
+	if ok {
+		body.Response, body.ToolCalls = m.Content, m.ToolCalls
 	}
 	return c.JSON(body)
 }
@@ -508,7 +506,7 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 		// from the stream with the rest.
 		ev, err := chat.NewEvent(chat.EventRunCancelled, id, runID, chat.RunCancelledData{RunID: runID})
 		if err == nil {
-			_, err = s.deps.Chat.Bus.PublishEvent(ctx, ev, runID+".cancelled")
+			_, err = s.deps.Chat.Bus.PublishEvent(ctx, ev, chat.FinalEventID(runID))
 		}
 		if err != nil {
 			s.reqLog(c).Warn("publish run.cancelled of a deleted conversation's run", "run_id", runID, "err", err)
@@ -564,7 +562,7 @@ func (s *Server) cancelRun(c *fiber.Ctx) error {
 		// It never started: announce its end here.
 		ev, err := chat.NewEvent(chat.EventRunCancelled, run.ConversationID, run.ID, chat.RunCancelledData{RunID: run.ID})
 		if err == nil {
-			_, err = cb.PublishEvent(ctx, ev, run.ID+".cancelled")
+			_, err = cb.PublishEvent(ctx, ev, chat.FinalEventID(run.ID))
 		}
 		if err != nil {
 			s.reqLog(c).Warn("publish run.cancelled", "run_id", run.ID, "err", err)

@@ -45,6 +45,13 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 		cancel(errCancelRequested)
 	}
 	w.mu.Lock()
+	if w.running[run.ID] != nil {
+		// This worker already runs it: its lease expired (a long pause) and
+		// a redelivery claimed it for this same owner. The first goroutine
+		// keeps it.
+		w.mu.Unlock()
+		return outcomeLeaseLost
+	}
 	w.running[run.ID] = cancel
 	w.mu.Unlock()
 	defer func() {
@@ -54,7 +61,7 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 	}()
 
 	pub := w.queue.NewEventPublisher(w.cfg.EventBacklog)
-	ev := newEmitter(pub, run, log)
+	ev := newEmitter(context.WithoutCancel(runCtx), pub, run, log)
 	if run.Attempts == 1 && time.Since(run.CreatedAt) < queuedEventWindow {
 		// The API publishes run.queued after its commit; a worker that took
 		// the run from Postgres at once (finishing the conversation's
@@ -99,7 +106,7 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 			f.Answer = &chat.Answer{Content: text, ToolCalls: toolCalls(res.Calls), Model: w.agent.Model()}
 		}
 		return w.finish(finishCtx, log, ev, run, f)
-	case errors.Is(cause, errLeaseLost):
+	case errors.Is(cause, errLeaseLost), errors.Is(err, chat.ErrLeaseLost):
 		log.Warn("lease lost: another worker has the run")
 		return outcomeLeaseLost
 	case errors.Is(err, chat.ErrNotFound):
@@ -137,21 +144,7 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, ev *emitter, run 
 		log.Warn("finish run", "err", err)
 		return outcomeRetry
 	}
-	if msg != nil {
-		ev.publish(ctx, chat.EventMessageCompleted, "message", chat.MessageCompletedData{RunID: run.ID, Message: *msg})
-	}
-	switch done.Status {
-	case chat.RunCompleted:
-		calls := []chat.ToolCall{}
-		if msg != nil {
-			calls = msg.ToolCalls
-		}
-		ev.publish(ctx, chat.EventRunCompleted, "completed", chat.RunCompletedData{RunID: run.ID, Response: f.Answer.Content, ToolCalls: calls})
-	case chat.RunCancelled:
-		ev.publish(ctx, chat.EventRunCancelled, "cancelled", chat.RunCancelledData{RunID: run.ID})
-	case chat.RunFailed:
-		ev.publish(ctx, chat.EventRunFailed, "failed", chat.RunFailedData{RunID: run.ID, Error: *f.Error})
-	}
+	ev.publishFinal(ctx, done, msg)
 	if err := ev.flush(ctx); err != nil {
 		// The run is final in Postgres; its events may be incomplete. Acking
 		// anyway is right: running it again would not change the outcome.
@@ -174,11 +167,19 @@ func (w *Worker) keepLease(ctx context.Context, cancel context.CancelCauseFunc, 
 	t := time.NewTicker(w.cfg.Lease / 3)
 	defer t.Stop()
 	store := chat.NewStore(w.db)
+	renewed := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(renewed) >= w.cfg.Lease {
+			// Renewals kept failing (or this process was paused) for a whole
+			// lease: another worker may hold the run now. Stop before
+			// producing anything more; the tool path checks the lease too.
+			cancel(errLeaseLost)
+			return
 		}
 		if d != nil {
 			if err := d.InProgress(); err != nil {
@@ -200,6 +201,8 @@ func (w *Worker) keepLease(ctx context.Context, cancel context.CancelCauseFunc, 
 			// reconnect); the flag in Postgres is the source of truth.
 			cancel(errCancelRequested)
 			return
+		default:
+			renewed = time.Now()
 		}
 	}
 }
@@ -283,8 +286,36 @@ type emitter struct {
 	tool map[string]string // call id → name
 }
 
-func newEmitter(pub *bus.EventPublisher, run chat.Run, log *slog.Logger) *emitter {
-	return &emitter{pub: pub, run: run, log: log, ctx: context.Background(), tool: map[string]string{}}
+// newEmitter returns an emitter publishing run's events; the Sink methods
+// publish under ctx, whose request id and trace go into the headers.
+func newEmitter(ctx context.Context, pub *bus.EventPublisher, run chat.Run, log *slog.Logger) *emitter {
+	return &emitter{pub: pub, run: run, log: log, ctx: ctx, tool: map[string]string{}}
+}
+
+// publishFinal publishes a finished run's message.completed (when it wrote
+// an answer) and its final event, under ids that make a republish a
+// duplicate JetStream drops.
+func (e *emitter) publishFinal(ctx context.Context, run chat.Run, msg *chat.Message) {
+	if msg != nil {
+		e.publishID(ctx, chat.EventMessageCompleted, chat.AnswerEventID(run.ID), chat.MessageCompletedData{RunID: run.ID, Message: *msg})
+	}
+	switch run.Status {
+	case chat.RunCompleted:
+		data := chat.RunCompletedData{RunID: run.ID, ToolCalls: []chat.ToolCall{}}
+		if msg != nil {
+			data.Response, data.ToolCalls = msg.Content, msg.ToolCalls
+		}
+		e.publishID(ctx, chat.EventRunCompleted, chat.FinalEventID(run.ID), data)
+	case chat.RunCancelled:
+		e.publishID(ctx, chat.EventRunCancelled, chat.FinalEventID(run.ID), chat.RunCancelledData{RunID: run.ID})
+	case chat.RunFailed:
+		data := chat.RunFailedData{RunID: run.ID, Error: chat.RunError{Code: chat.CodeAgentError}}
+		if run.Error != nil {
+			data.Error = *run.Error
+			data.Retryable = run.Error.Code == chat.CodeAttemptsExceeded
+		}
+		e.publishID(ctx, chat.EventRunFailed, chat.FinalEventID(run.ID), data)
+	}
 }
 
 // queuedEventWindow bounds how old a run may be for its worker to publish

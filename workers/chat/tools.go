@@ -36,6 +36,12 @@ func (t *toolRunner) RunTool(ctx context.Context, round, index int, text string,
 	}
 	var result json.RawMessage
 	err := t.w.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// The effect commits only while this worker holds the run: a
+		// worker that lost its lease (paused past it) must not change the
+		// user's tasks behind the new holder's back.
+		if err := chat.NewStore(tx).HoldLease(ctx, userID, runID, t.w.cfg.Owner); err != nil {
+			return err
+		}
 		res, err := agent.Exec(ctx, todo.NewStore(tx), userID, call)
 		if err != nil {
 			return err

@@ -3,12 +3,15 @@ package chatworker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/taskchat/taskchat/pkg/agent"
+	"github.com/taskchat/taskchat/pkg/chat"
 	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
 
@@ -29,6 +32,11 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 			turn := h.turn("", "add a task")
 			// Not running: the test calls its tool runner directly.
 			w := chatworker.New(chatworker.Config{}, testDB.DB, h.bus, agent.New(agent.NewOffline()), nil)
+			// Tools run only under the worker's lease.
+			claim, err := h.store.ClaimRun(ctx, h.user, turn.Run.ID, w.Owner(), time.Minute)
+			if err != nil || claim.Outcome != chat.ClaimOK {
+				t.Fatalf("claim = %+v, %v", claim, err)
+			}
 
 			const attempts = 6
 			results := make([]json.RawMessage, attempts)
@@ -37,7 +45,7 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 			start := make(chan struct{})
 			for i := range attempts {
 				call := addTask(fmt.Sprintf("call_%d", i), fmt.Sprintf("Task %d", i))
-				runOne := func() { results[i], errs[i] = chatworker.RunTool(ctx, w, turn.Run, 0, 0, call) }
+				runOne := func() { results[i], errs[i] = chatworker.RunTool(ctx, w, claim.Run, 0, 0, call) }
 				if !concurrent {
 					runOne()
 					continue
@@ -96,4 +104,28 @@ func sameJSON(t *testing.T, a, b json.RawMessage) bool {
 		t.Fatalf("decode %s: %v", b, err)
 	}
 	return reflect.DeepEqual(x, y)
+}
+
+// TestToolRefusedWithoutTheLease: a worker whose lease expired (paused past
+// it; another worker may hold the run now) must not apply a tool.
+func TestToolRefusedWithoutTheLease(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, embedded(t), 0)
+	turn := h.turn("", "add a task")
+	w := chatworker.New(chatworker.Config{}, testDB.DB, h.bus, agent.New(agent.NewOffline()), nil)
+	// A lease of a microsecond has expired by the time the tool runs.
+	claim, err := h.store.ClaimRun(ctx, h.user, turn.Run.ID, w.Owner(), time.Microsecond)
+	if err != nil || claim.Outcome != chat.ClaimOK {
+		t.Fatalf("claim = %+v, %v", claim, err)
+	}
+	_, err = chatworker.RunTool(ctx, w, claim.Run, 0, 0, addTask("call_1", "Late task"))
+	if !errors.Is(err, chat.ErrLeaseLost) {
+		t.Fatalf("RunTool without the lease: err = %v, want chat.ErrLeaseLost", err)
+	}
+	if tasks := h.tasks(); len(tasks) != 0 {
+		t.Fatalf("tasks = %+v, want none", tasks)
+	}
+	if ledger, err := h.store.Ledger(ctx, h.user, turn.Run.ID); err != nil || len(ledger) != 0 {
+		t.Fatalf("ledger = %+v, %v; want empty", ledger, err)
+	}
 }

@@ -159,6 +159,11 @@ type Worker struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc // run id → cancel of its run context
+
+	// stopping closes when Run stops pulling: no conversation's next run
+	// is started after that.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 }
 
 // New returns a worker over db and queue running a. It panics on a nil
@@ -173,6 +178,7 @@ func New(cfg Config, db *bun.DB, queue Queue, a *agent.Agent, log *slog.Logger) 
 	return &Worker{
 		cfg: cfg.withDefaults(), db: db, queue: queue, agent: a, log: log,
 		now: time.Now, running: map[string]context.CancelCauseFunc{},
+		stopping: make(chan struct{}),
 	}
 }
 
@@ -229,6 +235,7 @@ func (w *Worker) Run(ctx, stop context.Context) error {
 		}
 	}
 
+	w.stoppingOnce.Do(func() { close(w.stopping) })
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
@@ -238,6 +245,17 @@ func (w *Worker) Run(ctx, stop context.Context) error {
 		<-done
 	}
 	return nil
+}
+
+// isStopping reports whether Run has stopped pulling. A conversation's
+// next run is then left queued for another worker (the relay publishes it).
+func (w *Worker) isStopping() bool {
+	select {
+	case <-w.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // pause waits a moment after a failed pull (NATS reconnecting) or until ctx ends.
@@ -282,7 +300,7 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) {
 	runLog := log.With("run_id", req.RunID)
 	next, settle := w.process(ctx, runLog, req.UserID, req.RunID, d)
 	w.settle(ctx, runLog, d, settle)
-	for next != "" && ctx.Err() == nil {
+	for next != "" && ctx.Err() == nil && !w.isStopping() {
 		// Runs picked up this way have no message of their own: theirs was
 		// acked when they were not yet their conversation's turn. One handed
 		// back is queued again, and the relay publishes it.
@@ -345,8 +363,16 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID st
 		return "", settlement{kind: settleNak, delay: w.nakDelay(delivered)}
 	}
 	switch claim.Outcome {
-	case chat.ClaimGone, chat.ClaimFinished:
-		// Deleted, or a redelivery of a finished run: nothing to do.
+	case chat.ClaimGone:
+		return "", settlement{kind: settleAck}
+	case chat.ClaimFinished:
+		// A redelivery of a finished run. Its worker may have died between
+		// its final commit and its final event: publish them again (ids
+		// that JetStream deduplicates inside its window, which a recent
+		// finish is in).
+		if f := claim.Run.FinishedAt; f != nil && time.Since(*f) < queuedEventWindow {
+			w.republishFinal(ctx, log, claim.Run)
+		}
 		return "", settlement{kind: settleAck}
 	case chat.ClaimBusy:
 		// Not this run's turn, or another worker holds it. The worker that
@@ -359,7 +385,7 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID st
 	log = log.With("attempt", run.Attempts)
 	if run.Attempts > w.cfg.MaxAttempts {
 		w.fail(ctx, log, run, chat.RunError{Code: chat.CodeAttemptsExceeded,
-			Message: fmt.Sprintf("the run failed %d times", run.Attempts-1)}, true)
+			Message: fmt.Sprintf("the run failed %d times", run.Attempts-1)})
 		return w.nextOf(ctx, log, run), settlement{kind: settleAck}
 	}
 
@@ -379,7 +405,7 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, userID, runID st
 	default: // outcomeRetry
 		if run.Attempts >= w.cfg.MaxAttempts {
 			w.fail(ctx, log, run, chat.RunError{Code: chat.CodeAttemptsExceeded,
-				Message: fmt.Sprintf("the run failed %d times", run.Attempts)}, true)
+				Message: fmt.Sprintf("the run failed %d times", run.Attempts)})
 			return w.nextOf(ctx, log, run), settlement{kind: settleAck}
 		}
 		if err := store.ReleaseRun(context.WithoutCancel(ctx), userID, run.ID, w.cfg.Owner); err != nil {
@@ -403,19 +429,39 @@ func (w *Worker) nextOf(ctx context.Context, log *slog.Logger, run chat.Run) str
 	return next.ID
 }
 
-// fail ends run failed and publishes run.failed.
-func (w *Worker) fail(ctx context.Context, log *slog.Logger, run chat.Run, rerr chat.RunError, retryable bool) {
+// fail ends run failed and publishes run.failed (retryable when it ran
+// out of attempts: sending the message again may succeed).
+func (w *Worker) fail(ctx context.Context, log *slog.Logger, run chat.Run, rerr chat.RunError) {
 	ctx = context.WithoutCancel(ctx)
 	if _, _, err := chat.NewStore(w.db).FinishRun(ctx, run.UserID, run.ID, "", chat.Finish{Status: chat.RunFailed, Error: &rerr}); err != nil {
 		log.Warn("mark run failed", "err", err)
 		return
 	}
 	log.Warn("run failed", "code", rerr.Code)
+	run.Status, run.Error = chat.RunFailed, &rerr
 	pub := w.queue.NewEventPublisher(w.cfg.EventBacklog)
-	ev := newEmitter(pub, run, log)
-	ev.publish(ctx, chat.EventRunFailed, "failed", chat.RunFailedData{RunID: run.ID, Error: rerr, Retryable: retryable})
-	if err := pub.Flush(ctx); err != nil {
+	ev := newEmitter(ctx, pub, run, log)
+	ev.publishFinal(ctx, run, nil)
+	if err := ev.flush(ctx); err != nil {
 		log.Warn("publish run.failed", "err", err)
+	}
+}
+
+// republishFinal publishes a finished run's last events again.
+func (w *Worker) republishFinal(ctx context.Context, log *slog.Logger, run chat.Run) {
+	msg, ok, err := chat.NewStore(w.db).RunAnswer(ctx, run.UserID, run.ID)
+	if err != nil {
+		log.Warn("read a finished run's answer", "err", err)
+		return
+	}
+	var m *chat.Message
+	if ok {
+		m = &msg
+	}
+	ev := newEmitter(ctx, w.queue.NewEventPublisher(w.cfg.EventBacklog), run, log)
+	ev.publishFinal(ctx, run, m)
+	if err := ev.flush(ctx); err != nil {
+		log.Warn("republish a finished run's events", "err", err)
 	}
 }
 
