@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/taskchat/taskchat/pkg/agent"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
 
@@ -25,7 +26,7 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			h := newHarness(t, embedded(t), 0)
+			h := newHarness(t, bustest.Embedded(t), 0)
 			turn := h.turn("", "add a task")
 			// Not running: the test calls its tool runner directly.
 			w := chatworker.New(chatworker.Config{}, testDB.DB, h.bus, agent.New(agent.NewOffline()), nil)
