@@ -155,6 +155,11 @@ func (b *Bus) dial(ctx context.Context) error {
 		// instead of being sent after the API has answered 503.
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			// A nil error is our own Close: not worth a warning.
+			if err == nil {
+				b.log.Debug("nats connection closed")
+				return
+			}
 			b.log.Warn("nats disconnected", slog.Any("error", err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
