@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/bus"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/dbtest"
-	"github.com/taskchat/taskchat/pkg/natsembed"
 )
 
 // runsFixture is a database with runs in every state an operator meets.
@@ -237,21 +235,9 @@ func TestRunsList(t *testing.T) {
 // environment chatctl needs and the workers' side of the bus.
 func natsEnv(t *testing.T, f *runsFixture) (map[string]string, *bus.Bus) {
 	t.Helper()
-	s, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), Port: natsembed.RandomPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	cfg := bus.Config{URL: s.ClientURL(), Prefix: "ctl" + hex.EncodeToString(b[:]), AckWait: time.Minute}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	worker, err := bus.Connect(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(worker.Close)
+	cfg := bustest.Config(t, bustest.Embedded(t))
+	cfg.AckWait = time.Minute
+	worker := bustest.Connect(t, cfg)
 	return map[string]string{"DATABASE_URL": f.d.URL, "NATS_URL": cfg.URL, "NATS_PREFIX": cfg.Prefix}, worker
 }
 
@@ -396,11 +382,7 @@ func TestRunsRequeueWithoutNATS(t *testing.T) {
 // leaves the publish to the relay.
 func TestRunsRequeueNATSUnusable(t *testing.T) {
 	f := newRunsFixture(t)
-	s, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), Port: natsembed.RandomPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
+	s := bustest.Embedded(t)
 	defer func(w time.Duration) { natsConnectWait = w }(natsConnectWait)
 	natsConnectWait = 300 * time.Millisecond
 
@@ -410,8 +392,8 @@ func TestRunsRequeueNATSUnusable(t *testing.T) {
 		want string
 	}{
 		{"unreachable", map[string]string{"NATS_URL": "nats://127.0.0.1:1"}, "NATS unavailable"},
-		{"no service declared the streams", map[string]string{"NATS_URL": s.ClientURL(), "NATS_PREFIX": "undeclared"}, `start the API or a worker with NATS_PREFIX "undeclared" first`},
-		{"a bad prefix", map[string]string{"NATS_URL": s.ClientURL(), "NATS_PREFIX": "Not.Valid"}, "NATS_PREFIX must be"},
+		{"no service declared the streams", map[string]string{"NATS_URL": s.URL, "NATS_PREFIX": "undeclared"}, `start the API or a worker with NATS_PREFIX "undeclared" first`},
+		{"a bad prefix", map[string]string{"NATS_URL": s.URL, "NATS_PREFIX": "Not.Valid"}, "NATS_PREFIX must be"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

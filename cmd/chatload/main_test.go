@@ -11,17 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 )
-
-// machineNATS is the machine's own nats-server (2.9); chatload runs on a
-// prefix of its own there and deletes its streams.
-const machineNATS = "nats://127.0.0.1:4222"
 
 // env is the environment of a test run: the test server's Postgres and
 // nothing of the developer's own environment.
@@ -41,6 +35,7 @@ var row = regexp.MustCompile(`(?m)^\| ([^|]+) \| ([^|]+) \| (\d+) \| \d+ \| [\d.
 // the four phases, each with answered turns and no error, and the ratio;
 // the load database is dropped and the streams deleted afterwards.
 func TestRunMeasuresEveryPhase(t *testing.T) {
+	machine := bustest.Machine(t)
 	tests := []struct {
 		name     string
 		args     []string
@@ -48,7 +43,7 @@ func TestRunMeasuresEveryPhase(t *testing.T) {
 		pipeline string
 	}{
 		{"embedded NATS, sync", nil, nil, "pipeline, sync"},
-		{"machine's NATS, async", []string{"-async"}, []string{"NATS_URL", machineNATS}, "pipeline, async + events"},
+		{"machine's NATS, async", []string{"-async"}, []string{"NATS_URL", machine.URL}, "pipeline, async + events"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -281,15 +276,7 @@ func benchTurns(b *testing.B, tg *target, d driver) {
 // loadStreams counts chatload's streams on the machine's NATS.
 func loadStreams(t *testing.T) int {
 	t.Helper()
-	nc, err := nats.Connect(machineNATS, nats.Timeout(2*time.Second))
-	if err != nil {
-		t.Fatalf("the machine's nats-server: %v", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := bustest.JetStream(t, bustest.Machine(t).URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	names := js.StreamNames(ctx)

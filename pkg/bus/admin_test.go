@@ -7,15 +7,17 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 )
 
 // TestDeleteStreams: both streams of the prefix go, a second call is not
 // an error, and another prefix's streams stay.
 func TestDeleteStreams(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg, other := newConfig(t, s), newConfig(t, s)
-		b := connect(t, cfg)
-		connect(t, other)
+		b := bustest.Connect(t, cfg)
+		bustest.Connect(t, other)
 		publishRun(t, b, run())
 
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -25,14 +27,14 @@ func TestDeleteStreams(t *testing.T) {
 				t.Fatalf("DeleteStreams (call %d): %v", i+1, err)
 			}
 		}
-		js := inspector(t, s)
+		js := bustest.JetStream(t, s.URL)
 		for _, name := range []string{cfg.RunsStream(), cfg.EventsStream()} {
 			if _, err := js.Stream(ctx, name); !errors.Is(err, jetstream.ErrStreamNotFound) {
 				t.Errorf("stream %s after DeleteStreams: %v, want not found", name, err)
 			}
 		}
 		for _, name := range []string{other.RunsStream(), other.EventsStream()} {
-			streamInfo(t, js, name)
+			bustest.StreamInfo(t, js, name)
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/bus"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/reqctx"
 )
@@ -31,8 +32,8 @@ func deltaText(t *testing.T, ev chat.Event) string {
 }
 
 func TestEventsPublishAndReplay(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s))
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
 		ctx := context.Background()
 		conv, other := newUUID(), newUUID()
 
@@ -122,8 +123,8 @@ func TestEventsPublishAndReplay(t *testing.T) {
 }
 
 func TestPublishEventDedupe(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s))
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
 		ctx := context.Background()
 		conv := newUUID()
 		s1, err := b.PublishEvent(ctx, event(conv, "r1"), "r1-0")
@@ -146,8 +147,8 @@ func TestPublishEventDedupe(t *testing.T) {
 }
 
 func TestEventsRefuseNonUUIDConversations(t *testing.T) {
-	s := embedded(t)
-	b := connect(t, newConfig(t, s))
+	s := bustest.Embedded(t)
+	b := bustest.Connect(t, newConfig(t, s))
 	ctx := context.Background()
 	for _, id := range []string{"", "abc", "*", ">", "a.b", "user.id", strings.Repeat("a", 36),
 		"0c2f1b9e-8d5a-4f6b-9c1d-2e3f4a5b6c7d.x", "0c2f1b9e_8d5a_4f6b_9c1d_2e3f4a5b6c7d"} {
@@ -170,13 +171,13 @@ func TestEventsRefuseNonUUIDConversations(t *testing.T) {
 }
 
 func TestEventPublisherBoundsAndReportsFailures(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
-		b := connect(t, cfg)
+		b := bustest.Connect(t, cfg)
 		ctx := context.Background()
 		// Without the events stream no acknowledgement ever comes: the
 		// publisher holds its one slot until the publish fails.
-		js := inspector(t, s)
+		js := bustest.JetStream(t, s.URL)
 		if err := js.DeleteStream(ctx, cfg.EventsStream()); err != nil {
 			t.Fatal(err)
 		}
@@ -200,9 +201,9 @@ func TestEventPublisherBoundsAndReportsFailures(t *testing.T) {
 }
 
 func TestSubscribeEvents(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
-		api, worker := connect(t, cfg), connect(t, cfg)
+		api, worker := bustest.Connect(t, cfg), bustest.Connect(t, cfg)
 		got := make(chan chat.Event, 10)
 		stop, err := api.SubscribeEvents(func(ev chat.Event) { got <- ev })
 		if err != nil {
@@ -246,9 +247,9 @@ func TestSubscribeEvents(t *testing.T) {
 }
 
 func TestCancelRoundTrip(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
-		api, w1, w2 := connect(t, cfg), connect(t, cfg), connect(t, cfg)
+		api, w1, w2 := bustest.Connect(t, cfg), bustest.Connect(t, cfg), bustest.Connect(t, cfg)
 		var heard []chan string
 		for _, w := range []*bus.Bus{w1, w2} {
 			ch := make(chan string, 1)

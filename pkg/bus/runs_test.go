@@ -3,8 +3,6 @@ package bus_test
 import (
 	"context"
 	"errors"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/taskchat/taskchat/pkg/bus"
-	"github.com/taskchat/taskchat/pkg/natsembed"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/reqctx"
 )
 
@@ -98,10 +96,10 @@ func TestConnectUnreachable(t *testing.T) {
 }
 
 func TestConnectDeclaresIdempotently(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
-		connect(t, cfg)
-		connect(t, cfg) // a second declaration of the same settings
+		bustest.Connect(t, cfg)
+		bustest.Connect(t, cfg) // a second declaration of the same settings
 
 		var wg sync.WaitGroup
 		errs := make(chan error, 3)
@@ -126,21 +124,21 @@ func TestConnectDeclaresIdempotently(t *testing.T) {
 			}
 		}
 
-		js := inspector(t, s)
-		runs := streamInfo(t, js, cfg.RunsStream())
+		js := bustest.JetStream(t, s.URL)
+		runs := bustest.StreamInfo(t, js, cfg.RunsStream())
 		if runs.Config.Retention != jetstream.WorkQueuePolicy || runs.Config.Storage != jetstream.FileStorage ||
 			runs.Config.Duplicates != cfg.DuplicateWindow || len(runs.Config.Subjects) != 1 ||
 			runs.Config.Subjects[0] != cfg.Prefix+".runs" || runs.Config.Replicas != 1 {
 			t.Errorf("runs stream config = %+v", runs.Config)
 		}
-		events := streamInfo(t, js, cfg.EventsStream())
+		events := bustest.StreamInfo(t, js, cfg.EventsStream())
 		if events.Config.Retention != jetstream.LimitsPolicy || events.Config.Storage != jetstream.FileStorage ||
 			events.Config.MaxAge != cfg.EventsMaxAge || !events.Config.AllowDirect ||
 			events.Config.Duplicates != cfg.DuplicateWindow || len(events.Config.Subjects) != 1 ||
 			events.Config.Subjects[0] != cfg.Prefix+".events.*" {
 			t.Errorf("events stream config = %+v", events.Config)
 		}
-		ci := consumerInfo(t, js, cfg)
+		ci := bustest.ConsumerInfo(t, js, cfg)
 		if ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.AckWait != time.Second ||
 			ci.Config.MaxDeliver != 5 || ci.Config.MaxAckPending != bus.DefaultMaxAckPending || ci.Config.Durable != bus.ConsumerName {
 			t.Errorf("consumer config = %+v", ci.Config)
@@ -151,24 +149,24 @@ func TestConnectDeclaresIdempotently(t *testing.T) {
 		cfg.MaxDeliver = 7
 		cfg.MaxAckPending = 50
 		cfg.EventsMaxAge = 2 * time.Hour
-		connect(t, cfg)
-		ci = consumerInfo(t, js, cfg)
+		bustest.Connect(t, cfg)
+		ci = bustest.ConsumerInfo(t, js, cfg)
 		if ci.Config.AckWait != 2*time.Second || ci.Config.MaxDeliver != 7 || ci.Config.MaxAckPending != 50 {
 			t.Errorf("after a changed Connect, consumer config = AckWait %s MaxDeliver %d MaxAckPending %d",
 				ci.Config.AckWait, ci.Config.MaxDeliver, ci.Config.MaxAckPending)
 		}
-		if got := streamInfo(t, js, cfg.EventsStream()).Config.MaxAge; got != 2*time.Hour {
+		if got := bustest.StreamInfo(t, js, cfg.EventsStream()).Config.MaxAge; got != 2*time.Hour {
 			t.Errorf("after a changed Connect, events MaxAge = %s", got)
 		}
 	})
 }
 
 func TestConnectWithoutDeclaring(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		js := inspector(t, s)
+		js := bustest.JetStream(t, s.URL)
 
 		_, err := bus.Connect(ctx, cfg, bus.WithoutDeclaring())
 		if !errors.Is(err, bus.ErrNotDeclared) || !strings.Contains(err.Error(), cfg.Prefix) {
@@ -178,7 +176,7 @@ func TestConnectWithoutDeclaring(t *testing.T) {
 			t.Fatalf("the runs stream after a Connect without declaring: %v, want none", err)
 		}
 
-		worker := connect(t, cfg)
+		worker := bustest.Connect(t, cfg)
 		// The tool's own settings differ from the services'; looking up
 		// must not apply them.
 		tool := cfg
@@ -190,10 +188,10 @@ func TestConnectWithoutDeclaring(t *testing.T) {
 			t.Fatalf("Connect without declaring: %v", err)
 		}
 		t.Cleanup(b.Close)
-		if ci := consumerInfo(t, js, cfg); ci.Config.AckWait != cfg.AckWait || ci.Config.MaxDeliver != cfg.MaxDeliver {
+		if ci := bustest.ConsumerInfo(t, js, cfg); ci.Config.AckWait != cfg.AckWait || ci.Config.MaxDeliver != cfg.MaxDeliver {
 			t.Errorf("consumer changed: AckWait %s MaxDeliver %d", ci.Config.AckWait, ci.Config.MaxDeliver)
 		}
-		if got := streamInfo(t, js, cfg.EventsStream()).Config.MaxAge; got != cfg.EventsMaxAge {
+		if got := bustest.StreamInfo(t, js, cfg.EventsStream()).Config.MaxAge; got != cfg.EventsMaxAge {
 			t.Errorf("events MaxAge changed to %s", got)
 		}
 		r := run()
@@ -209,8 +207,8 @@ func TestConnectWithoutDeclaring(t *testing.T) {
 }
 
 func TestReady(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s))
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
 		if !b.Connected() {
 			t.Fatal("Connected() = false after Connect")
 		}
@@ -221,25 +219,25 @@ func TestReady(t *testing.T) {
 }
 
 func TestPublishRunDedupe(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
-		b := connect(t, cfg)
+		b := bustest.Connect(t, cfg)
 		r := run()
 		publishRun(t, b, r)
 		publishRun(t, b, r) // the same run id: a duplicate, not an error
-		if got := streamInfo(t, inspector(t, s), cfg.RunsStream()).State.Msgs; got != 1 {
+		if got := bustest.StreamInfo(t, bustest.JetStream(t, s.URL), cfg.RunsStream()).State.Msgs; got != 1 {
 			t.Fatalf("after the same run twice, stream holds %d messages, want 1", got)
 		}
 		publishRun(t, b, run())
-		if got := streamInfo(t, inspector(t, s), cfg.RunsStream()).State.Msgs; got != 2 {
+		if got := bustest.StreamInfo(t, bustest.JetStream(t, s.URL), cfg.RunsStream()).State.Msgs; got != 2 {
 			t.Fatalf("after another run, stream holds %d messages, want 2", got)
 		}
 	})
 }
 
 func TestPublishRunRefusesMissingIDs(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s))
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
 		for _, r := range []bus.RunRequest{
 			{UserID: "u", ConversationID: newUUID()},
 			{RunID: "r", ConversationID: newUUID()},
@@ -254,9 +252,9 @@ func TestPublishRunRefusesMissingIDs(t *testing.T) {
 }
 
 func TestFetchTakesOnlyMax(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
-		b := connect(t, cfg)
+		b := bustest.Connect(t, cfg)
 		want := map[string]bool{}
 		for range 5 {
 			r := run()
@@ -267,7 +265,7 @@ func TestFetchTakesOnlyMax(t *testing.T) {
 		if len(ds) != 2 {
 			t.Fatalf("Fetch(2) returned %d deliveries", len(ds))
 		}
-		ci := consumerInfo(t, inspector(t, s), cfg)
+		ci := bustest.ConsumerInfo(t, bustest.JetStream(t, s.URL), cfg)
 		if ci.NumPending != 3 || ci.NumAckPending != 2 {
 			t.Fatalf("after Fetch(2) of 5: pending %d, ack pending %d; want 3 and 2 (no hoarding)", ci.NumPending, ci.NumAckPending)
 		}
@@ -285,15 +283,15 @@ func TestFetchTakesOnlyMax(t *testing.T) {
 			}
 		}
 		// Ack waits for the server's confirmation: the work queue is empty now.
-		if got := streamInfo(t, inspector(t, s), cfg.RunsStream()).State.Msgs; got != 0 {
+		if got := bustest.StreamInfo(t, bustest.JetStream(t, s.URL), cfg.RunsStream()).State.Msgs; got != 0 {
 			t.Fatalf("after acking all, stream holds %d messages", got)
 		}
 	})
 }
 
 func TestFetchWaits(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s))
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
 
 		start := time.Now()
 		if ds := fetch(t, b, 3, 300*time.Millisecond); len(ds) != 0 {
@@ -350,8 +348,8 @@ func TestFetchWaits(t *testing.T) {
 }
 
 func TestAckWaitRedelivers(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s))
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
 		r := run()
 		publishRun(t, b, r)
 		first := fetch(t, b, 1, time.Second)
@@ -370,8 +368,8 @@ func TestAckWaitRedelivers(t *testing.T) {
 }
 
 func TestNakWithDelay(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s))
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
 		publishRun(t, b, run())
 		ds := fetch(t, b, 1, time.Second)
 		if len(ds) != 1 {
@@ -398,9 +396,9 @@ func TestNakWithDelay(t *testing.T) {
 }
 
 func TestTermRemoves(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
-		b := connect(t, cfg)
+		b := bustest.Connect(t, cfg)
 		publishRun(t, b, run())
 		ds := fetch(t, b, 1, time.Second)
 		if len(ds) != 1 {
@@ -413,18 +411,18 @@ func TestTermRemoves(t *testing.T) {
 		if again := fetch(t, b, 1, 1500*time.Millisecond); len(again) != 0 {
 			t.Fatalf("a terminated message came back (delivery %d)", again[0].NumDelivered)
 		}
-		js := inspector(t, s)
+		js := bustest.JetStream(t, s.URL)
 		eventually(t, 2*time.Second, "the work queue to drop the terminated message", func() bool {
-			return streamInfo(t, js, cfg.RunsStream()).State.Msgs == 0
+			return bustest.StreamInfo(t, js, cfg.RunsStream()).State.Msgs == 0
 		})
 	})
 }
 
 func TestMaxDeliverCaps(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
 		cfg.MaxDeliver = 2
-		b := connect(t, cfg)
+		b := bustest.Connect(t, cfg)
 		publishRun(t, b, run())
 		for i := 1; i <= 2; i++ {
 			ds := fetch(t, b, 1, 3*time.Second)
@@ -442,8 +440,8 @@ func TestMaxDeliverCaps(t *testing.T) {
 }
 
 func TestInProgressHoldsTheMessage(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s)) // AckWait 1s
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s)) // AckWait 1s
 		publishRun(t, b, run())
 		ds := fetch(t, b, 1, time.Second)
 		if len(ds) != 1 {
@@ -487,10 +485,10 @@ func TestUndecodableRequest(t *testing.T) {
 		{"other version", `{"v":2,"run_id":"r","user_id":"u","conversation_id":"c"}`},
 		{"missing run id", `{"v":1,"user_id":"u","conversation_id":"c"}`},
 	}
-	each(t, func(t *testing.T, s testServer) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
 		cfg := newConfig(t, s)
-		b := connect(t, cfg)
-		nc, err := nats.Connect(s.url)
+		b := bustest.Connect(t, cfg)
+		nc, err := nats.Connect(s.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -515,8 +513,8 @@ func TestUndecodableRequest(t *testing.T) {
 }
 
 func TestHeadersReachDeliveryContext(t *testing.T) {
-	each(t, func(t *testing.T, s testServer) {
-		b := connect(t, newConfig(t, s))
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
 		tp := reqctx.NewTraceparent()
 		ctx := reqctx.WithTraceparent(reqctx.WithUserID(reqctx.WithRequestID(context.Background(), "req-42"), "user-7"), tp)
 		r := run()
@@ -550,10 +548,10 @@ func TestHeadersReachDeliveryContext(t *testing.T) {
 }
 
 func TestUnavailableWhileServerDown(t *testing.T) {
-	s := embedded(t) // only a server of our own can be stopped
+	s := bustest.Embedded(t) // only a server of our own can be stopped
 	cfg := newConfig(t, s)
-	b := connect(t, cfg)
-	s.emb.Shutdown()
+	b := bustest.Connect(t, cfg)
+	s.Embedded.Shutdown()
 	eventually(t, 5*time.Second, "the bus to notice the server is gone", func() bool { return !b.Connected() })
 
 	start := time.Now()
@@ -576,15 +574,7 @@ func TestUnavailableWhileServerDown(t *testing.T) {
 
 	// Back on the same port and storage: the bus reconnects, and the run
 	// refused above was not buffered and sent behind the caller's back.
-	u, err := url.Parse(s.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(u.Port())
-	again, err := natsembed.Start(natsembed.Config{DataDir: s.dir, Port: port})
-	if err != nil {
-		t.Fatalf("restart embedded nats: %v", err)
-	}
+	again := s.Restart(t)
 	t.Cleanup(again.Shutdown)
 	eventually(t, 5*time.Second, "the bus to reconnect", func() bool { return b.Connected() })
 	if err := b.Ready(context.Background()); err != nil {
@@ -594,7 +584,7 @@ func TestUnavailableWhileServerDown(t *testing.T) {
 		t.Fatalf("%d run requests arrived that were refused while the server was down", len(ds))
 	}
 	publishRun(t, b, run())
-	if got := streamInfo(t, inspector(t, testServer{url: again.ClientURL()}), cfg.RunsStream()).State.Msgs; got != 1 {
+	if got := bustest.StreamInfo(t, bustest.JetStream(t, again.ClientURL()), cfg.RunsStream()).State.Msgs; got != 1 {
 		t.Fatalf("after the restart, the runs stream holds %d messages, want 1", got)
 	}
 }

@@ -5,11 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -23,10 +20,10 @@ import (
 
 	"github.com/taskchat/taskchat/pkg/agent"
 	"github.com/taskchat/taskchat/pkg/bus"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/logtest"
-	"github.com/taskchat/taskchat/pkg/natsembed"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/pkg/todo"
 	chatworker "github.com/taskchat/taskchat/workers/chat"
@@ -48,82 +45,6 @@ const (
 	settle = 5 * time.Second
 )
 
-// machineURL is the machine's own nats-server (2.9 on these machines; CI
-// starts it with -js). TEST_NATS_URL overrides it.
-const machineURL = "nats://127.0.0.1:4222"
-
-// natsServer is one NATS server a test runs against.
-type natsServer struct {
-	name string
-	url  string
-	// machine: the shared server, whose streams must be deleted.
-	machine bool
-}
-
-var (
-	machineOnce sync.Once
-	machineErr  error
-)
-
-// each runs f as a subtest against a fresh embedded server (the current
-// nats-server as a library) and against the machine's nats-server 2.9:
-// the worker has to work on both, so a missing machine server fails.
-func each(t *testing.T, f func(t *testing.T, srv natsServer)) {
-	t.Helper()
-	t.Run("embedded", func(t *testing.T) { f(t, embedded(t)) })
-	t.Run("machine", func(t *testing.T) { f(t, machine(t)) })
-}
-
-// embedded starts an embedded server for the test.
-func embedded(t *testing.T) natsServer {
-	t.Helper()
-	s, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), Port: natsembed.RandomPort})
-	if err != nil {
-		t.Fatalf("start embedded nats: %v", err)
-	}
-	t.Cleanup(s.Shutdown)
-	return natsServer{name: "embedded", url: s.ClientURL()}
-}
-
-func machine(t *testing.T) natsServer {
-	t.Helper()
-	u := machineURL
-	if v := os.Getenv("TEST_NATS_URL"); v != "" {
-		u = v
-	}
-	machineOnce.Do(func() { machineErr = probe(u) })
-	if machineErr != nil {
-		t.Fatalf("the machine's nats-server with JetStream at %s is not usable (CI starts it: nats-server -js -a 127.0.0.1 -p 4222): %v", u, machineErr)
-	}
-	return natsServer{name: "machine", url: u, machine: true}
-}
-
-// probe checks that u answers JetStream requests.
-func probe(u string) error {
-	pu, err := url.Parse(u)
-	if err != nil {
-		return err
-	}
-	conn, err := net.DialTimeout("tcp", pu.Host, 2*time.Second)
-	if err != nil {
-		return err
-	}
-	_ = conn.Close()
-	nc, err := nats.Connect(u, nats.Timeout(2*time.Second))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_, err = js.AccountInfo(ctx)
-	return err
-}
-
 // harness is one test's world: a user, a bus prefix of its own on one
 // server, the API's side of the bus (publishing runs and cancels, reading
 // events) and a plain JetStream client to look at the stream and the
@@ -140,46 +61,24 @@ type harness struct {
 
 // newHarness sets up a test on srv; ackWait 0 means defaultAckWait. The
 // streams are deleted when the test ends.
-func newHarness(t *testing.T, srv natsServer, ackWait time.Duration) *harness {
+func newHarness(t *testing.T, srv bustest.Server, ackWait time.Duration) *harness {
 	t.Helper()
 	if ackWait == 0 {
 		ackWait = defaultAckWait
 	}
-	cfg := bus.Config{
-		URL:             srv.url,
-		Prefix:          "w" + randomHex(5),
-		EventsMaxAge:    time.Hour,
-		DuplicateWindow: time.Minute,
-		AckWait:         ackWait,
-		MaxDeliver:      20,
-		ConnectTimeout:  time.Second,
-		ReconnectWait:   50 * time.Millisecond,
-		PublishTimeout:  2 * time.Second,
-		ClientName:      "chatworker-test",
-	}
-	nc, err := nats.Connect(srv.url)
-	if err != nil {
-		t.Fatalf("connect inspector: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("inspector jetstream: %v", err)
-	}
-	if srv.machine {
-		// Registered before the bus connections, so it runs after they
-		// (and the workers on them) are closed.
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			for _, name := range []string{cfg.RunsStream(), cfg.EventsStream()} {
-				if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-					t.Errorf("delete stream %s: %v", name, err)
-				}
-			}
-		})
-	}
-	h := &harness{t: t, cfg: cfg, nc: nc, js: js, store: chat.NewStore(testDB.DB), user: dbtest.CreateUser(t, testDB.DB, "")}
+	// The prefix comes first, so that its streams are deleted after the
+	// bus connections (and the workers on them) are closed.
+	cfg := bustest.Config(t, srv)
+	cfg.EventsMaxAge = time.Hour
+	cfg.DuplicateWindow = time.Minute
+	cfg.AckWait = ackWait
+	cfg.MaxDeliver = 20
+	cfg.ConnectTimeout = time.Second
+	cfg.ReconnectWait = 50 * time.Millisecond
+	cfg.PublishTimeout = 2 * time.Second
+	cfg.ClientName = "chatworker-test"
+	js := bustest.JetStream(t, srv.URL)
+	h := &harness{t: t, cfg: cfg, nc: js.Conn(), js: js, store: chat.NewStore(testDB.DB), user: dbtest.CreateUser(t, testDB.DB, "")}
 	// The relay looks at every user's runs: a run this test leaves
 	// unfinished would be republished into later tests. Deleting the user
 	// deletes them all; it runs once the workers are stopped.
@@ -202,14 +101,7 @@ func randomHex(n int) string {
 // when the test ends (closing twice is harmless).
 func (h *harness) connect() *bus.Bus {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := bus.Connect(ctx, h.cfg)
-	if err != nil {
-		h.t.Fatalf("connect bus: %v", err)
-	}
-	h.t.Cleanup(b.Close)
-	return b
+	return bustest.Connect(h.t, h.cfg)
 }
 
 // workerConfig is the base configuration of test workers.
@@ -452,33 +344,13 @@ func (h *harness) tasks() []todo.Task {
 // until it is acked.
 func (h *harness) stream() jetstream.StreamState {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := h.js.Stream(ctx, h.cfg.RunsStream())
-	if err != nil {
-		h.t.Fatalf("runs stream: %v", err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		h.t.Fatalf("runs stream info: %v", err)
-	}
-	return info.State
+	return bustest.StreamInfo(h.t, h.js, h.cfg.RunsStream()).State
 }
 
 // consumer returns the workers' consumer's state.
 func (h *harness) consumer() *jetstream.ConsumerInfo {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := h.js.Consumer(ctx, h.cfg.RunsStream(), bus.ConsumerName)
-	if err != nil {
-		h.t.Fatalf("consumer: %v", err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		h.t.Fatalf("consumer info: %v", err)
-	}
-	return info
+	return bustest.ConsumerInfo(h.t, h.js, h.cfg)
 }
 
 // waitAcked waits until every run request was acked (or termed): the work

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/agent"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
@@ -28,7 +29,7 @@ func TestToolCallAppliedOncePerPosition(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			h := newHarness(t, embedded(t), 0)
+			h := newHarness(t, bustest.Embedded(t), 0)
 			turn := h.turn("", "add a task")
 			// Not running: the test calls its tool runner directly.
 			w := chatworker.New(chatworker.Config{}, testDB.DB, h.bus, agent.New(agent.NewOffline()), nil)
@@ -110,7 +111,7 @@ func sameJSON(t *testing.T, a, b json.RawMessage) bool {
 // it; another worker may hold the run now) must not apply a tool.
 func TestToolRefusedWithoutTheLease(t *testing.T) {
 	ctx := context.Background()
-	h := newHarness(t, embedded(t), 0)
+	h := newHarness(t, bustest.Embedded(t), 0)
 	turn := h.turn("", "add a task")
 	w := chatworker.New(chatworker.Config{}, testDB.DB, h.bus, agent.New(agent.NewOffline()), nil)
 	// A lease of a microsecond has expired by the time the tool runs.

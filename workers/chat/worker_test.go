@@ -13,13 +13,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/taskchat/taskchat/pkg/agent"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 )
 
 // TestRunCompletes follows one run through a worker: the tool applied,
 // the answer written, the events published in order, the request acked.
 func TestRunCompletes(t *testing.T) {
-	each(t, func(t *testing.T, srv natsServer) {
+	bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 		h := newHarness(t, srv, 0)
 		p := &provider{f: func(_ context.Context, n int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
 			if !afterTool(req) {
@@ -90,7 +91,7 @@ func TestCrashedWorkerRunIsTakenOver(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			each(t, func(t *testing.T, srv natsServer) {
+			bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 				h := newHarness(t, srv, tc.ackWait)
 				g := newGate()
 				var held atomic.Bool
@@ -196,7 +197,7 @@ func TestCrashedWorkerRunIsTakenOver(t *testing.T) {
 // before publishing it. The relay publishes it once it has been queued
 // for QueuedAfter, and a worker answers it.
 func TestRelayPublishesUnpublishedRun(t *testing.T) {
-	each(t, func(t *testing.T, srv natsServer) {
+	bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 		h := newHarness(t, srv, 0)
 		p := answering()
 		h.startWorker("a", workerConfig(2), p)
@@ -221,7 +222,7 @@ func TestRelayPublishesUnpublishedRun(t *testing.T) {
 // consumer: while each holds a run, the other runs go to whichever is
 // free, and both end up answering.
 func TestWorkersShareTheLoad(t *testing.T) {
-	each(t, func(t *testing.T, srv natsServer) {
+	bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 		h := newHarness(t, srv, 0)
 		g := newGate()
 		served := map[string]*atomic.Int64{}
@@ -278,7 +279,7 @@ func TestPoisonRunFails(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			each(t, func(t *testing.T, srv natsServer) {
+			bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 				h := newHarness(t, srv, 0)
 				p := &provider{f: func(context.Context, int, agent.Request, func(string)) (agent.Turn, error) {
 					return agent.Turn{}, tc.err
@@ -324,7 +325,7 @@ func TestPoisonRunFails(t *testing.T) {
 // TestUndecodableRequestIsTermed: a request whose body cannot be decoded
 // is terminated (never redelivered), and the worker goes on with the next.
 func TestUndecodableRequestIsTermed(t *testing.T) {
-	each(t, func(t *testing.T, srv natsServer) {
+	bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 		h := newHarness(t, srv, 0)
 		terminated := make(chan struct{}, 10)
 		sub, err := h.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+h.cfg.RunsStream()+".>", func(*nats.Msg) {
@@ -372,7 +373,7 @@ func TestUndecodableRequestIsTermed(t *testing.T) {
 // naked: that would burn deliveries) and stays queued; the worker that
 // finishes the first runs it next, and it sees the first answer.
 func TestRunsOfAConversationRunInOrder(t *testing.T) {
-	each(t, func(t *testing.T, srv natsServer) {
+	bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 		h := newHarness(t, srv, 0)
 		g := newGate()
 		var sawFirstAnswer atomic.Bool
@@ -439,7 +440,7 @@ func TestConcurrencyBound(t *testing.T) {
 	const runs = 3
 	for _, concurrency := range []int{1, 2} {
 		t.Run(fmt.Sprintf("concurrency %d", concurrency), func(t *testing.T) {
-			each(t, func(t *testing.T, srv natsServer) {
+			bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 				h := newHarness(t, srv, 0)
 				g := newGate()
 				p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
@@ -478,7 +479,7 @@ func TestConcurrencyBound(t *testing.T) {
 // finished (a lost ack, a relay duplicate) is acked without running:
 // no model call, no second answer, no event.
 func TestFinishedRunRedeliveredIsAcked(t *testing.T) {
-	each(t, func(t *testing.T, srv natsServer) {
+	bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 		h := newHarness(t, srv, 0)
 		p := answering()
 		h.startWorker("a", workerConfig(2), p)
@@ -528,7 +529,7 @@ func TestCancelRunningRun(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			each(t, func(t *testing.T, srv natsServer) {
+			bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 				h := newHarness(t, srv, 30*time.Second)
 				g := newGate()
 				p := &provider{f: func(ctx context.Context, _ int, _ agent.Request, onDelta func(string)) (agent.Turn, error) {
@@ -583,7 +584,7 @@ func TestConversationDeletedMidRun(t *testing.T) {
 			name = "noticed at lease renewal"
 		}
 		t.Run(name, func(t *testing.T) {
-			each(t, func(t *testing.T, srv natsServer) {
+			bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 				// A long AckWait: only the worker's own settlement can ack
 				// the request within the test.
 				h := newHarness(t, srv, 30*time.Second)
@@ -663,7 +664,7 @@ func TestRunEndedBeforeClaimIsNotRun(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			each(t, func(t *testing.T, srv natsServer) {
+			bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 				h := newHarness(t, srv, 0)
 				p := answering()
 				h.startWorker("a", workerConfig(2), p)
@@ -690,7 +691,7 @@ func TestRunEndedBeforeClaimIsNotRun(t *testing.T) {
 // another worker completes it.
 func TestShutdown(t *testing.T) {
 	t.Run("runs in flight are handed back", func(t *testing.T) {
-		each(t, func(t *testing.T, srv natsServer) {
+		bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 			// A long AckWait: only the nak can bring the request back soon.
 			h := newHarness(t, srv, 30*time.Second)
 			g := newGate()
@@ -736,7 +737,7 @@ func TestShutdown(t *testing.T) {
 		})
 	})
 	t.Run("a chained run is handed back to the relay", func(t *testing.T) {
-		each(t, func(t *testing.T, srv natsServer) {
+		bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 			h := newHarness(t, srv, 30*time.Second)
 			g, g2 := newGate(), newGate()
 			var held atomic.Bool
@@ -778,7 +779,7 @@ func TestShutdown(t *testing.T) {
 		})
 	})
 	t.Run("runs that end before stop are finished", func(t *testing.T) {
-		each(t, func(t *testing.T, srv natsServer) {
+		bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 			h := newHarness(t, srv, 0)
 			g := newGate()
 			p := &provider{f: func(ctx context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
@@ -812,7 +813,7 @@ func TestShutdown(t *testing.T) {
 // its request (in-progress acks), so no other worker is handed it, and
 // the final ack settles it.
 func TestLongRunIsNotRedelivered(t *testing.T) {
-	each(t, func(t *testing.T, srv natsServer) {
+	bustest.Each(t, func(t *testing.T, srv bustest.Server) {
 		const ackWait = time.Second
 		h := newHarness(t, srv, ackWait)
 		g := newGate()

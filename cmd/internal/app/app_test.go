@@ -19,9 +19,9 @@ import (
 
 	"github.com/taskchat/taskchat/cmd/internal/app"
 	"github.com/taskchat/taskchat/pkg/auth"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/logtest"
-	"github.com/taskchat/taskchat/pkg/natsembed"
 )
 
 var testDB *dbtest.Database
@@ -63,12 +63,7 @@ func TestBuildersServeTasksAndShutDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	ns, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), Port: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	b, err := app.ConnectBus(context.Background(), cfg, ns.ClientURL(), "test", log)
+	b, err := app.ConnectBus(context.Background(), cfg, bustest.Embedded(t).URL, "test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +298,9 @@ func TestOnlyConfigReadsTheEnvironment(t *testing.T) {
 			return nil
 		}
 		rel, _ := filepath.Rel(repoRoot, path)
-		if rel == filepath.Join("pkg", "dbtest", "dbtest.go") { // tests' own TEST_DATABASE_URL
+		// The test helpers read the tests' own TEST_DATABASE_URL and
+		// TEST_NATS_URL.
+		if rel == filepath.Join("pkg", "dbtest", "dbtest.go") || rel == filepath.Join("pkg", "bus", "bustest", "bustest.go") {
 			return nil
 		}
 		b, err := os.ReadFile(path)

@@ -8,10 +8,7 @@ package app_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/uptrace/bun"
 
@@ -33,6 +29,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/agent"
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/bus"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/logtest"
@@ -43,73 +40,6 @@ import (
 // waitFor bounds every wait of the pipeline tests; a healthy run takes
 // milliseconds, so reaching it means the behaviour is broken.
 const waitFor = 15 * time.Second
-
-// machineNATSURL is the machine's own nats-server (2.9 here; CI starts it
-// with -js). TEST_NATS_URL overrides it, as in pkg/bus's tests.
-const machineNATSURL = "nats://127.0.0.1:4222"
-
-// natsServer is one NATS server the pipeline tests run against.
-type natsServer struct {
-	name string
-	url  string
-	// emb is the embedded server, nil for the machine's; dir its storage.
-	emb *natsembed.Server
-	dir string
-}
-
-var (
-	machineOnce sync.Once
-	machineErr  error
-)
-
-// eachNATS runs f as a subtest against a fresh embedded server
-// (nats-server/v2 as a library, current) and against the machine's
-// nats-server (2.9): the same code must work on both, so a missing
-// machine server fails the test.
-func eachNATS(t *testing.T, f func(t *testing.T, ns natsServer)) {
-	t.Helper()
-	t.Run("embedded", func(t *testing.T) { f(t, embeddedNATS(t)) })
-	t.Run("machine", func(t *testing.T) { f(t, machineNATS(t)) })
-}
-
-func embeddedNATS(t *testing.T) natsServer {
-	t.Helper()
-	dir := t.TempDir()
-	s, err := natsembed.Start(natsembed.Config{DataDir: dir, Port: natsembed.RandomPort})
-	if err != nil {
-		t.Fatalf("start embedded nats: %v", err)
-	}
-	t.Cleanup(s.Shutdown)
-	return natsServer{name: "embedded", url: s.ClientURL(), emb: s, dir: dir}
-}
-
-func machineNATS(t *testing.T) natsServer {
-	t.Helper()
-	u := machineNATSURL
-	if v := os.Getenv("TEST_NATS_URL"); v != "" {
-		u = v
-	}
-	machineOnce.Do(func() {
-		nc, err := nats.Connect(u, nats.Timeout(2*time.Second))
-		if err != nil {
-			machineErr = err
-			return
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			machineErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, machineErr = js.AccountInfo(ctx)
-	})
-	if machineErr != nil {
-		t.Fatalf("the machine's nats-server with JetStream at %s is not usable (CI starts it: nats-server -js -a 127.0.0.1 -p 4222): %v", u, machineErr)
-	}
-	return natsServer{name: "machine", url: u}
-}
 
 // stackOptions changes what newStack builds.
 type stackOptions struct {
@@ -126,7 +56,7 @@ type stackOptions struct {
 // stack is the whole pipeline running in the test process.
 type stack struct {
 	t      *testing.T
-	ns     natsServer
+	ns     bustest.Server
 	cfg    app.Config
 	db     *bun.DB
 	apiBus *bus.Bus
@@ -143,7 +73,7 @@ type stack struct {
 // workers with the relay, all configured through app.Load like chatd, with
 // a NATS prefix of its own and short durations. Everything stops when the
 // test ends, and on the machine's server its streams are deleted.
-func newStack(t *testing.T, ns natsServer, opts stackOptions) *stack {
+func newStack(t *testing.T, ns bustest.Server, opts stackOptions) *stack {
 	t.Helper()
 	logs := &logtest.Buffer{}
 	t.Cleanup(func() {
@@ -155,11 +85,11 @@ func newStack(t *testing.T, ns natsServer, opts stackOptions) *stack {
 			t.Logf("service logs:\n%s", out)
 		}
 	})
-	prefix := "e2e" + randomHex(5)
+	prefix := bustest.Prefix(t, ns) // its streams are deleted after everything below
 	env := map[string]string{
 		"DATABASE_URL":       testDB.URL,
 		"DB_MAX_CONNS":       "10",
-		"NATS_URL":           ns.url,
+		"NATS_URL":           ns.URL,
 		"NATS_PREFIX":        prefix,
 		"BETTER_AUTH_SECRET": secret,
 		"LOG_LEVEL":          "debug",
@@ -178,9 +108,6 @@ func newStack(t *testing.T, ns natsServer, opts stackOptions) *stack {
 	}
 	log := cfg.Log.NewLogger(logs)
 	s := &stack{t: t, ns: ns, cfg: cfg, logs: logs}
-	if ns.emb == nil {
-		t.Cleanup(func() { deleteStreams(t, ns, cfg.NATS) })
-	}
 	// A server natsUp restarted stops after everything that uses it.
 	t.Cleanup(func() {
 		if s.restarted != nil {
@@ -197,8 +124,8 @@ func newStack(t *testing.T, ns natsServer, opts stackOptions) *stack {
 	t.Cleanup(func() { s.db.Close() })
 
 	apiURL := ""
-	if opts.cuttable && ns.emb == nil {
-		s.proxy = startProxy(t, ns.url)
+	if opts.cuttable && ns.Embedded == nil {
+		s.proxy = startProxy(t, ns.URL)
 		apiURL = s.proxy.url()
 	}
 	s.apiBus, err = app.ConnectBus(ctx, cfg, apiURL, "e2e-api", log.With("service", "api"))
@@ -263,47 +190,12 @@ func newStack(t *testing.T, ns natsServer, opts stackOptions) *stack {
 	return s
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// deleteStreams removes a test's streams from the machine's server.
-func deleteStreams(t *testing.T, ns natsServer, cfg bus.Config) {
-	t.Helper()
-	js := inspector(t, ns)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, name := range []string{cfg.RunsStream(), cfg.EventsStream()} {
-		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			t.Errorf("delete stream %s: %v", name, err)
-		}
-	}
-}
-
-// inspector is a plain JetStream client on ns, for looking at streams and
-// consumers from outside the bus; it is closed when the test ends.
-func inspector(t *testing.T, ns natsServer) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(ns.url)
-	if err != nil {
-		t.Fatalf("inspector connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("inspector jetstream: %v", err)
-	}
-	return js
-}
-
 // waitQueueSettled waits until the workers' consumer holds no run request:
 // none pending, none delivered and unacknowledged. A run a worker had
 // looped on (naked, redelivered) would keep it from settling.
 func (s *stack) waitQueueSettled(t *testing.T) {
 	t.Helper()
-	js := inspector(t, s.ns)
+	js := bustest.JetStream(t, s.ns.URL)
 	var last *jetstream.ConsumerInfo
 	eventually(t, "the run queue to settle", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -328,8 +220,8 @@ func (s *stack) waitQueueSettled(t *testing.T) {
 func (s *stack) natsDown(t *testing.T) {
 	t.Helper()
 	switch {
-	case s.ns.emb != nil:
-		s.ns.emb.Shutdown()
+	case s.ns.Embedded != nil:
+		s.ns.Embedded.Shutdown()
 	case s.proxy != nil:
 		s.proxy.cut()
 	default:
@@ -344,19 +236,8 @@ func (s *stack) natsDown(t *testing.T) {
 func (s *stack) natsUp(t *testing.T) {
 	t.Helper()
 	switch {
-	case s.ns.emb != nil:
-		u, err := url.Parse(s.ns.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		port, err := strconv.Atoi(u.Port())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.restarted, err = natsembed.Start(natsembed.Config{DataDir: s.ns.dir, Port: port})
-		if err != nil {
-			t.Fatalf("restart embedded nats: %v", err)
-		}
+	case s.ns.Embedded != nil:
+		s.restarted = s.ns.Restart(t)
 	case s.proxy != nil:
 		s.proxy.restart(t)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/taskchat/taskchat/pkg/agent"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 )
 
@@ -28,7 +29,7 @@ import (
 // later turns act on what earlier ones made; the conversation holds two
 // messages per turn, in order, the calls on the assistant's.
 func TestChatOfflineAgentManagesTasks(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		s := newStack(t, ns, stackOptions{})
 		u := s.newUser(t)
 
@@ -104,7 +105,7 @@ func TestChatOfflineAgentManagesTasks(t *testing.T) {
 // run.queued; after it the stream holds exactly the run's documented
 // sequence, and GET /runs/{id} then shows it completed.
 func TestChatAsyncEventSequence(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		s := newStack(t, ns, stackOptions{})
 		u := s.newUser(t)
 		prev := u.chat(t, "add buy milk", "")
@@ -211,7 +212,7 @@ func TestChatAsyncEventSequence(t *testing.T) {
 // answered one at a time in acceptance order, each run's model seeing the
 // answers before it.
 func TestChatAnswersAConversationInOrder(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p})
 		u := s.newUser(t)
@@ -294,7 +295,7 @@ func TestChatAnswersAConversationInOrder(t *testing.T) {
 // time to one conversation are accepted in some order, and answered one at
 // a time in exactly that order, each seeing the ones before.
 func TestChatAnswersABurstInAcceptanceOrder(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p})
 		u := s.newUser(t)
@@ -374,7 +375,7 @@ func wantAnsweredInOrder(t *testing.T, u *apiUser, p *gatedProvider, conv string
 // TestChatRunsConversationsInParallel: the runs of two conversations are
 // both in the model at once, and their running times overlap.
 func TestChatRunsConversationsInParallel(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p})
 		u := s.newUser(t)
@@ -398,7 +399,7 @@ func TestChatRunsConversationsInParallel(t *testing.T) {
 // TestChatSyncTimeout: a sync request whose run is not done within
 // CHAT_SYNC_TIMEOUT gets the async answer (202), and the run goes on.
 func TestChatSyncTimeout(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		const timeout = 200 * time.Millisecond
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p, env: map[string]string{"CHAT_SYNC_TIMEOUT": timeout.String()}})
@@ -432,7 +433,7 @@ func TestChatSyncTimeout(t *testing.T) {
 // message, one run, one effect and the same answer, in both modes; another
 // body with the key is 422; a malformed key is 400 and stores nothing.
 func TestChatIdempotency(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p})
 		u := s.newUser(t)
@@ -540,7 +541,7 @@ func TestChatIdempotency(t *testing.T) {
 // conversation, its messages, a finished and a running run, cancel, posting
 // into it — and none of A's data changes.
 func TestChatIsolation(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p})
 		a, b := s.newUser(t), s.newUser(t)
@@ -606,7 +607,7 @@ func TestChatIsolation(t *testing.T) {
 // TestChatRejectsBadInput: each bad request gets its documented error and
 // stores nothing; a 4000-code-point message is accepted, trimmed.
 func TestChatRejectsBadInput(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		s := newStack(t, ns, stackOptions{})
 		u := s.newUser(t)
 		const jsonType = "application/json"
@@ -662,7 +663,7 @@ func TestChatRejectsBadInput(t *testing.T) {
 // replay and other users go through; once a run ends, messages are
 // accepted again.
 func TestChatRateLimited(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p, env: map[string]string{"MAX_QUEUED_RUNS_PER_USER": "2"}})
 		u := s.newUser(t)
@@ -711,7 +712,7 @@ func TestChatRateLimited(t *testing.T) {
 // with Retry-After and stores nothing, and /readyz names nats; once NATS
 // is back, so is the service.
 func TestChatNATSDown(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		s := newStack(t, ns, stackOptions{cuttable: true})
 		u := s.newUser(t)
 		conv := u.chat(t, "add buy milk", "").ConversationID
@@ -758,7 +759,7 @@ func TestChatNATSDown(t *testing.T) {
 // cancelled. One worker slot: a queued run's request is still in the
 // stream when it is cancelled.
 func TestChatCancel(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p, env: map[string]string{"WORKER_CONCURRENCY": "1"}})
 		u := s.newUser(t)
@@ -873,7 +874,7 @@ func TestChatCancel(t *testing.T) {
 // worker drops the runs without looping on them and, with its only slot
 // free again, serves the next run of another conversation.
 func TestChatDeleteConversationMidRun(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		p := newGatedProvider()
 		s := newStack(t, ns, stackOptions{model: p, env: map[string]string{"WORKER_CONCURRENCY": "1", "CHAT_SYNC_TIMEOUT": "5s"}})
 		u := s.newUser(t)
@@ -945,7 +946,7 @@ func TestChatDeleteConversationMidRun(t *testing.T) {
 // newest message's preview), get, rename, and paging of conversations and
 // messages with limit=1 in both orders.
 func TestChatConversations(t *testing.T) {
-	eachNATS(t, func(t *testing.T, ns natsServer) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
 		s := newStack(t, ns, stackOptions{})
 		u := s.newUser(t)
 		c1 := u.chat(t, "add buy milk", "").ConversationID

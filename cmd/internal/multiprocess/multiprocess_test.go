@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,11 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/taskchat/taskchat/pkg/auth"
-	"github.com/taskchat/taskchat/pkg/bus"
+	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/dbtest"
 	"github.com/taskchat/taskchat/pkg/logtest"
 )
@@ -31,10 +25,6 @@ import (
 var testDB *dbtest.Database
 
 func TestMain(m *testing.M) { os.Exit(dbtest.Run(m, "multiprocess", &testDB)) }
-
-// machineNATS is the machine's own nats-server (2.9), which the deployed
-// processes would share; each test uses its own subject prefix.
-const machineNATS = "nats://127.0.0.1:4222"
 
 const (
 	secret = "multiprocess-test-secret-0123456789abcdef"
@@ -51,12 +41,15 @@ const (
 // on SIGTERM within SHUTDOWN_TIMEOUT.
 func TestAPIAndTwoWorkersAsProcesses(t *testing.T) {
 	bin := buildBinaries(t)
-	prefix := "mp" + randomHex(6)
-	cleanupStreams(t, prefix)
+	// The machine's server, as the deployed processes would share it, on a
+	// prefix of the test's own whose streams are deleted after the
+	// processes stop.
+	ns := bustest.Machine(t)
+	prefix := bustest.Prefix(t, ns)
 
 	env := []string{
 		"DATABASE_URL=" + testDB.URL,
-		"NATS_URL=" + machineNATS,
+		"NATS_URL=" + ns.URL,
 		"NATS_PREFIX=" + prefix,
 		"BETTER_AUTH_SECRET=" + secret,
 		"SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
@@ -392,36 +385,4 @@ func waitReady(t *testing.T, base string) {
 		}
 		<-time.After(50 * time.Millisecond) // the polling interval
 	}
-}
-
-// cleanupStreams deletes the prefix's streams when the test ends (after
-// the processes, whose cleanups run first).
-func cleanupStreams(t *testing.T, prefix string) {
-	t.Helper()
-	nc, err := nats.Connect(machineNATS, nats.Timeout(2*time.Second))
-	if err != nil {
-		t.Skipf("the machine's nats-server at %s: %v", machineNATS, err)
-	}
-	t.Cleanup(func() {
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Errorf("jetstream: %v", err)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cfg := bus.Config{Prefix: prefix}
-		for _, name := range []string{cfg.RunsStream(), cfg.EventsStream()} {
-			if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-				t.Errorf("delete stream %s: %v", name, err)
-			}
-		}
-	})
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
