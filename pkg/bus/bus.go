@@ -204,6 +204,8 @@ func (b *Bus) declare(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
+		MaxMsgs:     c.RunsMaxMsgs,
+		Discard:     jetstream.DiscardNew,
 	})
 	if err != nil {
 		return err
@@ -216,6 +218,8 @@ func (b *Bus) declare(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		MaxAge:      c.EventsMaxAge,
+		MaxBytes:    c.EventsMaxBytes,
+		Discard:     jetstream.DiscardOld,
 		Duplicates:  c.DuplicateWindow,
 		AllowDirect: true,
 	})

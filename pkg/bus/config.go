@@ -14,6 +14,8 @@ const (
 	DefaultPrefix          = "taskchat"
 	DefaultReplicas        = 1
 	DefaultEventsMaxAge    = 24 * time.Hour
+	DefaultEventsMaxBytes  = 1 << 30
+	DefaultRunsMaxMsgs     = 1_000_000
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultAckWait         = 30 * time.Second
 	DefaultMaxDeliver      = 10
@@ -49,6 +51,14 @@ type Config struct {
 	// EventsMaxAge is how long run events stay replayable (EVENTS_MAX_AGE,
 	// default 24h).
 	EventsMaxAge time.Duration
+	// EventsMaxBytes bounds the events stream's storage (EVENTS_MAX_BYTES,
+	// default 1 GiB): past it the oldest events go first, as with age.
+	EventsMaxBytes int64
+	// RunsMaxMsgs bounds the run requests waiting in the work queue
+	// (RUNS_MAX_MSGS, default 1,000,000): past it publishing a run fails
+	// (a committed run is then the relay's to publish later) instead of
+	// growing the stream without end.
+	RunsMaxMsgs int64
 	// DuplicateWindow is how long a Nats-Msg-Id is remembered for
 	// deduplication, on both streams (NATS_DUPLICATE_WINDOW, default 2m);
 	// at most EventsMaxAge.
@@ -123,6 +133,12 @@ func (c Config) Validate() error {
 	if c.MaxAckPending < 0 {
 		errs = append(errs, fmt.Errorf("RUN_MAX_ACK_PENDING must be at least 1, got %d", c.MaxAckPending))
 	}
+	if c.EventsMaxBytes < 0 || (c.EventsMaxBytes > 0 && c.EventsMaxBytes < 1<<20) {
+		errs = append(errs, fmt.Errorf("EVENTS_MAX_BYTES must be at least 1MiB, got %d", c.EventsMaxBytes))
+	}
+	if c.RunsMaxMsgs < 0 || (c.RunsMaxMsgs > 0 && c.RunsMaxMsgs < 1000) {
+		errs = append(errs, fmt.Errorf("RUNS_MAX_MSGS must be at least 1000, got %d", c.RunsMaxMsgs))
+	}
 	if d := c.withDefaults(); c.EventsMaxAge >= 0 && c.DuplicateWindow >= 0 && d.DuplicateWindow > d.EventsMaxAge {
 		errs = append(errs, fmt.Errorf("NATS_DUPLICATE_WINDOW (%s) must not exceed EVENTS_MAX_AGE (%s)", d.DuplicateWindow, d.EventsMaxAge))
 	}
@@ -148,6 +164,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = DefaultReplicas
+	}
+	if c.EventsMaxBytes == 0 {
+		c.EventsMaxBytes = DefaultEventsMaxBytes
+	}
+	if c.RunsMaxMsgs == 0 {
+		c.RunsMaxMsgs = DefaultRunsMaxMsgs
 	}
 	if c.EventsMaxAge == 0 {
 		c.EventsMaxAge = DefaultEventsMaxAge

@@ -588,3 +588,24 @@ func TestUnavailableWhileServerDown(t *testing.T) {
 		t.Fatalf("after the restart, the runs stream holds %d messages, want 1", got)
 	}
 }
+
+// TestStreamsAreBounded: both streams carry a size bound (nothing a client
+// can grow is unbounded): the events stream drops its oldest events past
+// EventsMaxBytes, the work queue refuses new requests past RunsMaxMsgs.
+func TestStreamsAreBounded(t *testing.T) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		cfg := newConfig(t, s)
+		cfg.EventsMaxBytes = 8 << 20
+		cfg.RunsMaxMsgs = 5000
+		bustest.Connect(t, cfg)
+		js := bustest.JetStream(t, s.URL)
+		events := bustest.StreamInfo(t, js, cfg.EventsStream()).Config
+		if events.MaxBytes != 8<<20 || events.Discard != jetstream.DiscardOld {
+			t.Errorf("events stream: MaxBytes %d, discard %v; want %d, old", events.MaxBytes, events.Discard, 8<<20)
+		}
+		runs := bustest.StreamInfo(t, js, cfg.RunsStream()).Config
+		if runs.MaxMsgs != 5000 || runs.Discard != jetstream.DiscardNew {
+			t.Errorf("runs stream: MaxMsgs %d, discard %v; want 5000, new", runs.MaxMsgs, runs.Discard)
+		}
+	})
+}

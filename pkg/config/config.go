@@ -201,8 +201,9 @@ func (r *Reader) OneOf(key, def string, allowed ...string) string {
 	return def
 }
 
-// Size returns key's value as a byte count: 65536, 64KiB, 1MiB (KB, MB, k
-// and m are read as binary units too); def when unset.
+// Size returns key's value as a byte count: 65536, 64KiB, 1MiB, 2GiB (KB,
+// MB, GB, k, m and g are read as binary units too; at most 1 TiB); def
+// when unset.
 func (r *Reader) Size(key string, def int) int {
 	v := r.raw(key, strconv.Itoa(def), plain)
 	if v == "" {
@@ -213,14 +214,14 @@ func (r *Reader) Size(key string, def int) int {
 	for _, s := range []struct {
 		suffix string
 		mult   int
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"k", 1 << 10}, {"m", 1 << 20}} {
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}} {
 		if strings.HasSuffix(lower, s.suffix) {
 			lower, mult = strings.TrimSpace(strings.TrimSuffix(lower, s.suffix)), s.mult
 			break
 		}
 	}
 	n, err := strconv.Atoi(lower)
-	if err != nil || n <= 0 || n > 1<<30/mult {
+	if err != nil || n <= 0 || n > (1<<40)/mult {
 		r.Fail(key, fmt.Sprintf("must be a size like 65536 or 64KiB, got %q", v))
 		return def
 	}

@@ -164,13 +164,16 @@ func TestNATS(t *testing.T) {
 		wantErr []string
 	}{
 		{"unset: defaults, no URL and no error (the caller requires it)", nil,
-			bus.Config{Prefix: bus.DefaultPrefix, Replicas: bus.DefaultReplicas, EventsMaxAge: bus.DefaultEventsMaxAge, AckWait: bus.DefaultAckWait, MaxDeliver: bus.DefaultMaxDeliver}, nil},
+			bus.Config{Prefix: bus.DefaultPrefix, Replicas: bus.DefaultReplicas, EventsMaxAge: bus.DefaultEventsMaxAge,
+				EventsMaxBytes: bus.DefaultEventsMaxBytes, RunsMaxMsgs: bus.DefaultRunsMaxMsgs, AckWait: bus.DefaultAckWait, MaxDeliver: bus.DefaultMaxDeliver}, nil},
 		{"every variable", map[string]string{
 			"NATS_URL": " nats://a:4222,nats://b:4222 ", "NATS_PREFIX": "prod", "NATS_STREAM_REPLICAS": "3",
 			"EVENTS_MAX_AGE": "72h", "RUN_ACK_WAIT": "45s", "RUN_MAX_DELIVER": "4",
-		}, bus.Config{URL: "nats://a:4222,nats://b:4222", Prefix: "prod", Replicas: 3, EventsMaxAge: 72 * time.Hour, AckWait: 45 * time.Second, MaxDeliver: 4}, nil},
-		{"checked without a URL too", map[string]string{"NATS_PREFIX": "Bad.Prefix", "NATS_STREAM_REPLICAS": "9"},
-			bus.Config{}, []string{"NATS_PREFIX", "NATS_STREAM_REPLICAS"}},
+			"EVENTS_MAX_BYTES": "8GiB", "RUNS_MAX_MSGS": "5000",
+		}, bus.Config{URL: "nats://a:4222,nats://b:4222", Prefix: "prod", Replicas: 3, EventsMaxAge: 72 * time.Hour,
+			EventsMaxBytes: 8 << 30, RunsMaxMsgs: 5000, AckWait: 45 * time.Second, MaxDeliver: 4}, nil},
+		{"checked without a URL too", map[string]string{"NATS_PREFIX": "Bad.Prefix", "NATS_STREAM_REPLICAS": "9", "EVENTS_MAX_BYTES": "1KiB", "RUNS_MAX_MSGS": "10"},
+			bus.Config{}, []string{"NATS_PREFIX", "NATS_STREAM_REPLICAS", "EVENTS_MAX_BYTES", "RUNS_MAX_MSGS"}},
 		{"a URL of another scheme", map[string]string{"NATS_URL": "http://nats:4222"}, bus.Config{}, []string{"NATS_URL must be"}},
 	}
 	for _, tt := range tests {

@@ -31,12 +31,14 @@ func Database(r *Reader) pgdb.Config {
 // checked either way.
 func NATS(r *Reader) bus.Config {
 	cfg := bus.Config{
-		URL:          r.URL("NATS_URL", ""),
-		Prefix:       r.String("NATS_PREFIX", bus.DefaultPrefix),
-		Replicas:     r.Int("NATS_STREAM_REPLICAS", bus.DefaultReplicas),
-		EventsMaxAge: r.Duration("EVENTS_MAX_AGE", bus.DefaultEventsMaxAge),
-		AckWait:      r.Duration("RUN_ACK_WAIT", bus.DefaultAckWait),
-		MaxDeliver:   r.Int("RUN_MAX_DELIVER", bus.DefaultMaxDeliver),
+		URL:            r.URL("NATS_URL", ""),
+		Prefix:         r.String("NATS_PREFIX", bus.DefaultPrefix),
+		Replicas:       r.Int("NATS_STREAM_REPLICAS", bus.DefaultReplicas),
+		EventsMaxAge:   r.Duration("EVENTS_MAX_AGE", bus.DefaultEventsMaxAge),
+		EventsMaxBytes: int64(r.Size("EVENTS_MAX_BYTES", bus.DefaultEventsMaxBytes)),
+		RunsMaxMsgs:    int64(r.Int("RUNS_MAX_MSGS", bus.DefaultRunsMaxMsgs)),
+		AckWait:        r.Duration("RUN_ACK_WAIT", bus.DefaultAckWait),
+		MaxDeliver:     r.Int("RUN_MAX_DELIVER", bus.DefaultMaxDeliver),
 	}
 	check := cfg
 	if check.URL == "" {

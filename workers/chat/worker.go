@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -285,6 +286,21 @@ func (w *Worker) handle(ctx context.Context, d *bus.Delivery) {
 	// worker's cancellation.
 	ctx = mergeValues(ctx, d.Ctx)
 	log := reqctx.Logger(ctx, w.log)
+	defer func() {
+		// A panicking run must not take the process (in chatd, the API too)
+		// down. Its lease expires and it is retried, and RUN_MAX_ATTEMPTS
+		// ends a run that panics every time.
+		if r := recover(); r != nil {
+			log.Error("run panicked", "run_id", d.Request.RunID, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			// Hand it back (when it got as far as being ours) and let it come
+			// again after the growing delay: RUN_MAX_ATTEMPTS ends a run
+			// that panics every time.
+			if d.Err == nil {
+				_ = chat.NewStore(w.db).ReleaseRun(context.WithoutCancel(ctx), d.Request.UserID, d.Request.RunID, w.cfg.Owner)
+			}
+			w.settle(ctx, log, d, settlement{kind: settleNak, delay: w.nakDelay(int(d.NumDelivered))})
+		}
+	}()
 	if d.Err != nil {
 		// It can never be decoded: redelivering it would not help.
 		log.Error("undecodable run request", "err", d.Err)

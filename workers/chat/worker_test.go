@@ -841,3 +841,33 @@ func TestLongRunIsNotRedelivered(t *testing.T) {
 		}
 	})
 }
+
+// TestPanickingRunFailsWithoutKillingTheWorker: a run whose model panics
+// is recovered, handed back and retried until RUN_MAX_ATTEMPTS ends it;
+// the worker goes on serving other runs.
+func TestPanickingRunFailsWithoutKillingTheWorker(t *testing.T) {
+	const maxAttempts = 2
+	h := newHarness(t, bustest.Embedded(t), 0)
+	p := &provider{f: func(_ context.Context, _ int, req agent.Request, onDelta func(string)) (agent.Turn, error) {
+		if last := req.Messages[len(req.Messages)-1]; strings.Contains(last.Content, "panic") {
+			panic("the model exploded")
+		}
+		onDelta("fine")
+		return agent.Turn{Text: "fine"}, nil
+	}}
+	cfg := workerConfig(1)
+	cfg.MaxAttempts = maxAttempts
+	h.startWorker("a", cfg, p)
+	bad := h.send("", "please panic")
+	run := h.waitRun(bad.Run.ID, settle)
+	if run.Status != chat.RunFailed || run.Error == nil || run.Error.Code != chat.CodeAttemptsExceeded {
+		t.Fatalf("run = %+v (error %+v), want failed %s", run, run.Error, chat.CodeAttemptsExceeded)
+	}
+	if n := p.calls.Load(); n != maxAttempts {
+		t.Errorf("the model was called %d times, want %d", n, maxAttempts)
+	}
+	good := h.send("", "hello")
+	if run := h.waitRun(good.Run.ID, settle); run.Status != chat.RunCompleted {
+		t.Fatalf("a later run = %+v, want completed: the worker must survive the panic", run)
+	}
+}

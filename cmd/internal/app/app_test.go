@@ -167,6 +167,18 @@ func TestLoadAPIReportsEachProblemOnce(t *testing.T) {
 		"DEV_MODE":             "maybe",
 	}))
 	if err == nil {
+		t.Fatal("Load accepted a broken environment")
+	}
+	// The worker's and chat's counts: zero is a mistake, not "the default".
+	_, err2 := app.Load(env(map[string]string{
+		"WORKER_CONCURRENCY": "0", "RUN_MAX_ATTEMPTS": "0", "AI_HISTORY_MESSAGES": "0", "MAX_QUEUED_RUNS_PER_USER": "0",
+	}), app.ServiceChatd)
+	for _, want := range []string{"WORKER_CONCURRENCY must be at least 1", "RUN_MAX_ATTEMPTS must be at least 1", "AI_HISTORY_MESSAGES must be at least 1", "MAX_QUEUED_RUNS_PER_USER must be at least 1"} {
+		if err2 == nil || strings.Count(err2.Error(), want) != 1 {
+			t.Errorf("zero counts: %q not reported once in %v", want, err2)
+		}
+	}
+	if err == nil {
 		t.Fatal("LoadAPI accepted a broken environment")
 	}
 	for _, want := range []string{"DATABASE_URL", "DB_MAX_CONNS", "HTTP_BODY_LIMIT", "LOG_LEVEL", "app.example.com#frag", "proxy.internal", "CORS_ORIGINS", "HTTP_TRUSTED_PROXIES", "cache TTL", "BETTER_AUTH_SECRET", "DEV_MODE"} {

@@ -124,6 +124,9 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 			SyncTimeout:          r.Duration("CHAT_SYNC_TIMEOUT", httpapi.DefaultSyncTimeout),
 			MaxQueuedRunsPerUser: r.Int("MAX_QUEUED_RUNS_PER_USER", httpapi.DefaultMaxQueuedRunsPerUser),
 		}
+		if cfg.Chat.MaxQueuedRunsPerUser == 0 {
+			r.Fail("MAX_QUEUED_RUNS_PER_USER", "must be at least 1")
+		}
 		r.Check(cfg.Chat.Validate())
 		if cfg.Auth.Secret == DevSecret && !cfg.DevMode {
 			r.Fail("BETTER_AUTH_SECRET", "is the published development secret: set your own (openssl rand -base64 32), or DEV_MODE=true on a developer's machine")
@@ -174,6 +177,16 @@ func workerConfig(r *config.Reader) (chatworker.Config, chatworker.RelayConfig) 
 		Lease:           resume / 2,
 		MaxAttempts:     r.Int("RUN_MAX_ATTEMPTS", chatworker.DefaultMaxAttempts),
 		HistoryMessages: r.Int("AI_HISTORY_MESSAGES", chatworker.DefaultHistoryMessages),
+	}
+	// Zero would mean "the default" to the worker; in the environment it is
+	// a mistake.
+	for _, v := range []struct {
+		name  string
+		value int
+	}{{"WORKER_CONCURRENCY", w.Concurrency}, {"RUN_MAX_ATTEMPTS", w.MaxAttempts}, {"AI_HISTORY_MESSAGES", w.HistoryMessages}} {
+		if v.value == 0 {
+			r.Fail(v.name, "must be at least 1")
+		}
 	}
 	r.Check(w.Validate())
 	relay := chatworker.RelayConfig{
