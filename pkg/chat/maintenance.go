@@ -40,8 +40,10 @@ const (
 // StaleRuns returns at most limit runs (0 means DefaultRunListLimit) that
 // nobody is working on although they should be: first running runs whose
 // lease expired before now (their worker died; a zero now means the
-// database's clock), oldest expiry first; then queued runs created before
-// queuedBefore that are next in their conversation (no older run of it is
+// database's clock), oldest expiry first; then queued runs that have been
+// queued since before queuedBefore (by updated_at: a run handed back just
+// now waits its turn like a new one, so the relay does not override the
+// worker's retry delay) and are next in their conversation (no older run of it is
 // unfinished: a queued run behind another waits for it, and the worker
 // that finishes that one takes it), oldest first. The relay publishes them
 // again; duplicates are harmless, since claims decide.
@@ -68,9 +70,9 @@ func (m *Maintenance) StaleRuns(ctx context.Context, queuedBefore, now time.Time
 	queued := m.db.NewSelect().Model((*runRow)(nil)).
 		Column("user_id", "conversation_id", "id", "status").
 		Where("r.status = ?", RunQueued).
-		Where("r.created_at < ?", queuedBefore.UTC()).
+		Where("r.updated_at < ?", queuedBefore.UTC()).
 		Where("NOT EXISTS (?)", older).
-		OrderExpr("r.created_at").
+		OrderExpr("r.updated_at").
 		Limit(int64(limit))
 	var rows []runRow
 	if err := expired.Scan(ctx, &rows); err != nil {

@@ -13,7 +13,7 @@ import (
 // backdate sets a run's created_at to ago before now.
 func backdate(t *testing.T, runID string, ago time.Duration) {
 	t.Helper()
-	_, err := testDB.DB.NewRaw("UPDATE runs SET created_at = now() - ? * interval '1 microsecond' WHERE id = ?", ago.Microseconds(), runID).Exec(context.Background())
+	_, err := testDB.DB.NewRaw("UPDATE runs SET created_at = now() - ? * interval '1 microsecond', updated_at = now() - ? * interval '1 microsecond' WHERE id = ?", ago.Microseconds(), ago.Microseconds(), runID).Exec(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +79,17 @@ func TestStaleRuns(t *testing.T) {
 		got := staleIDs(t, m, queuedBefore, time.Now().Add(2*lease), all...)
 		if !slices.Contains(got, healthy.Run.ID) {
 			t.Errorf("a lease expired by the caller's clock is not stale: %v", got)
+		}
+	})
+	t.Run("a run handed back just now waits its turn", func(t *testing.T) {
+		// Created an hour ago, but queued again a moment ago (a worker's
+		// retry): the relay leaves it to the worker's retry delay.
+		if _, err := testDB.DB.NewRaw("UPDATE runs SET updated_at = now() WHERE id = ?", lost.Run.ID).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer backdate(t, lost.Run.ID, time.Hour)
+		if got := staleIDs(t, m, queuedBefore, time.Time{}, all...); slices.Contains(got, lost.Run.ID) {
+			t.Errorf("stale %v includes the run queued again a moment ago", got)
 		}
 	})
 	t.Run("limit", func(t *testing.T) {

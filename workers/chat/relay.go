@@ -60,6 +60,10 @@ type Relay struct {
 	pub   Publisher
 	log   *slog.Logger
 	now   func() time.Time
+
+	// published remembers when this relay last published each run, so a
+	// run still waiting (workers behind) is not published again every pass.
+	published map[string]time.Time
 }
 
 // NewRelay returns a relay over db publishing through pub.
@@ -67,7 +71,7 @@ func NewRelay(cfg RelayConfig, db bun.IDB, pub Publisher, log *slog.Logger) *Rel
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{cfg: cfg.withDefaults(), maint: chat.NewMaintenance(db), pub: pub, log: log, now: time.Now}
+	return &Relay{cfg: cfg.withDefaults(), maint: chat.NewMaintenance(db), pub: pub, log: log, now: time.Now, published: map[string]time.Time{}}
 }
 
 // Run makes a pass every Interval until ctx ends.
@@ -86,15 +90,25 @@ func (r *Relay) Run(ctx context.Context) {
 	}
 }
 
-// Pass publishes every stale run once and reports how many it published.
+// Pass publishes every stale run it has not published within QueuedAfter
+// and reports how many it published. Pass is not safe for concurrent use;
+// Run calls it from one goroutine.
 func (r *Relay) Pass(ctx context.Context) (int, error) {
 	now := r.now()
 	refs, err := r.maint.StaleRuns(ctx, now.Add(-r.cfg.QueuedAfter), now, r.cfg.Batch)
 	if err != nil {
 		return 0, err
 	}
+	for id, at := range r.published {
+		if now.Sub(at) >= r.cfg.QueuedAfter {
+			delete(r.published, id)
+		}
+	}
 	n := 0
 	for _, ref := range refs {
+		if _, recent := r.published[ref.RunID]; recent {
+			continue // published less than QueuedAfter ago: give it time
+		}
 		// A new message id per pass: the original id may still be inside
 		// JetStream's duplicate window, which would drop the republish.
 		req := bus.RunRequest{V: bus.RunVersion, RunID: ref.RunID, UserID: ref.UserID, ConversationID: ref.ConversationID,
@@ -102,6 +116,7 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 		if err := r.pub.PublishRun(ctx, req); err != nil {
 			return n, err
 		}
+		r.published[ref.RunID] = now
 		r.log.Info("run republished", "run_id", ref.RunID, "user_id", ref.UserID, "status", ref.Status)
 		n++
 	}

@@ -871,3 +871,22 @@ func TestPanickingRunFailsWithoutKillingTheWorker(t *testing.T) {
 		t.Fatalf("a later run = %+v, want completed: the worker must survive the panic", run)
 	}
 }
+
+// TestRelayPublishesARunOncePerWait: while workers are behind, a stale run
+// is published once per QueuedAfter, not on every pass (that would add
+// load exactly when the workers are slowest).
+func TestRelayPublishesARunOncePerWait(t *testing.T) {
+	h := newHarness(t, bustest.Embedded(t), 0)
+	turn := h.turn("", "nobody works today") // never published, no worker
+	relay := h.newRelay()
+	eventually(t, relayQueuedAfter+settle, "the relay publishes the stale run", func() bool {
+		n, err := relay.Pass(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	if n, err := relay.Pass(context.Background()); err != nil || n != 0 {
+		t.Fatalf("the next pass published %d runs (%v), want none: run %s was just published", n, err, turn.Run.ID)
+	}
+}
