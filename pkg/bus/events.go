@@ -359,3 +359,51 @@ func (b *Bus) SubscribeEvents(f func(chat.Event)) (stop func(), err error) {
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
 }
+
+// EventBounds returns the first and last sequence of the events stream:
+// a cursor below first-1 may have lost events to retention, one above
+// last was never handed out (the stream was reset). An empty stream has
+// first = last+1 (or both 0 when nothing was ever stored).
+func (b *Bus) EventBounds(ctx context.Context) (first, last uint64, err error) {
+	info, err := b.events.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("events stream info: %w", unavailable(err))
+	}
+	return info.State.FirstSeq, info.State.LastSeq, nil
+}
+
+// FollowEvents calls f with every event stored from now on, of every
+// conversation, in stream order, Seq filled in from the stream sequence.
+// It uses one ordered consumer (deliver new, in memory, no acks) that the
+// client recreates from the last sequence seen after a disconnect, so a
+// process follows the whole stream through one consumer, however many
+// clients it serves. f runs on the consumer's one goroutine, so it must be
+// quick. stop ends the consumer; events that do not decode are skipped.
+func (b *Bus) FollowEvents(ctx context.Context, f func(chat.Event)) (stop func(), err error) {
+	cons, err := b.js.OrderedConsumer(ctx, b.cfg.EventsStream(), jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("follow events: %w", unavailable(err))
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			b.log.Warn("skip event without metadata", slog.String("subject", m.Subject()), slog.Any("error", err))
+			return
+		}
+		var ev chat.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			b.log.Warn("skip undecodable event", slog.String("subject", m.Subject()), slog.Uint64("seq", md.Sequence.Stream), slog.Any("error", err))
+			return
+		}
+		ev.Seq = md.Sequence.Stream
+		f(ev)
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		b.log.Debug("follow events", slog.Any("error", err))
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("follow events: consume: %w", unavailable(err))
+	}
+	return cc.Stop, nil
+}

@@ -39,6 +39,16 @@ type ChatConfig struct {
 	// MaxQueuedRunsPerUser caps a user's unfinished runs
 	// (MAX_QUEUED_RUNS_PER_USER); beyond it POST /chat answers 429.
 	MaxQueuedRunsPerUser int
+	// SSEMaxStreamsPerUser caps a user's open event streams on one API
+	// process (SSE_MAX_STREAMS_PER_USER, default 20); beyond it 429.
+	SSEMaxStreamsPerUser int
+	// SSEPingInterval is how often an idle event stream gets a ": ping"
+	// comment (SSE_PING_INTERVAL, default 15s); it also bounds how long a
+	// vanished client's stream lingers.
+	SSEPingInterval time.Duration
+	// SSEBuffer is how many events a stream may fall behind the live feed
+	// before it is ended (default 256); no variable, tests shrink it.
+	SSEBuffer int
 }
 
 // Validate reports settings that cannot work, naming their variables.
@@ -50,6 +60,12 @@ func (c ChatConfig) Validate() error {
 	if c.MaxQueuedRunsPerUser < 0 || c.MaxQueuedRunsPerUser > 1000 {
 		errs = append(errs, fmt.Errorf("MAX_QUEUED_RUNS_PER_USER must be from 1 to 1000, got %d", c.MaxQueuedRunsPerUser))
 	}
+	if c.SSEMaxStreamsPerUser < 0 || c.SSEMaxStreamsPerUser > 10000 {
+		errs = append(errs, fmt.Errorf("SSE_MAX_STREAMS_PER_USER must be from 1 to 10000, got %d", c.SSEMaxStreamsPerUser))
+	}
+	if c.SSEPingInterval < 0 || c.SSEPingInterval > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("SSE_PING_INTERVAL must be at most 10m, got %s", c.SSEPingInterval))
+	}
 	return errors.Join(errs...)
 }
 
@@ -59,6 +75,15 @@ func (c ChatConfig) withDefaults() ChatConfig {
 	}
 	if c.MaxQueuedRunsPerUser <= 0 {
 		c.MaxQueuedRunsPerUser = DefaultMaxQueuedRunsPerUser
+	}
+	if c.SSEMaxStreamsPerUser <= 0 {
+		c.SSEMaxStreamsPerUser = DefaultSSEMaxStreamsPerUser
+	}
+	if c.SSEPingInterval <= 0 {
+		c.SSEPingInterval = DefaultSSEPingInterval
+	}
+	if c.SSEBuffer <= 0 {
+		c.SSEBuffer = DefaultSSEBuffer
 	}
 	return c
 }
@@ -87,6 +112,7 @@ type ChatBus interface {
 	ReadEvents(ctx context.Context, conversationID string, afterSeq uint64, max int) ([]chat.Event, error)
 	PurgeEvents(ctx context.Context, conversationID string) error
 	PublishCancel(ctx context.Context, runID string) error
+	EventBounds(ctx context.Context) (first, last uint64, err error)
 }
 
 // Chat groups the chat routes' dependencies; a Server without it serves
@@ -97,6 +123,9 @@ type Chat struct {
 	Bus    ChatBus
 	// Waiter receives every run event of this process's subscription.
 	Waiter *RunWaiter
+	// Events fans the process's one events follower out to the event
+	// streams; the wiring passes its Deliver to bus.FollowEvents.
+	Events *EventHub
 }
 
 // RunWaiter lets POST /chat wait for its run's final event. One
@@ -163,6 +192,7 @@ func (s *Server) chatRoutes() {
 	s.app.Patch(conv, s.renameConversation)
 	s.app.Delete(conv, s.deleteConversation)
 	s.app.Get(conv+"/messages", s.listMessages)
+	s.BrowserGet(conv+"/events", s.streamEvents)
 	s.app.Get(pathAPIUser+"/runs/:id", s.getRun)
 	s.app.Post(pathAPIUser+"/runs/:id/cancel", s.cancelRun)
 }
@@ -512,6 +542,9 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 			s.reqLog(c).Warn("publish run.cancelled of a deleted conversation's run", "run_id", runID, "err", err)
 		}
 	}
+	// Its streams on this process end; those on other replicas stay until
+	// their clients go (the conversation has no events any more).
+	s.deps.Chat.Events.EndConversation(id)
 	if err := s.deps.Chat.Bus.PurgeEvents(ctx, id); err != nil {
 		s.reqLog(c).Warn("purge a deleted conversation's events", "conversation_id", id, "err", err)
 	}

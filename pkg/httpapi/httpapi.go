@@ -282,8 +282,8 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Auth == nil || deps.Tasks == nil {
 		panic("httpapi: Deps.Auth and Deps.Tasks are required")
 	}
-	if c := deps.Chat; c != nil && (c.Store == nil || c.Bus == nil || c.Waiter == nil) {
-		panic("httpapi: Deps.Chat needs Store, Bus and Waiter")
+	if c := deps.Chat; c != nil && (c.Store == nil || c.Bus == nil || c.Waiter == nil || c.Events == nil) {
+		panic("httpapi: Deps.Chat needs Store, Bus, Waiter and Events")
 	}
 	cfg = cfg.withDefaults()
 	log := deps.Log
@@ -391,9 +391,23 @@ func (s *Server) Listen(addr string) error {
 // lingerListener), so that the client reads the answer, not a reset.
 func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(lingerListener{ln}) }
 
-// Shutdown stops accepting connections and waits, until ctx is done, for
-// the open ones to finish their requests.
-func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+// Shutdown ends the event streams, stops accepting connections and waits,
+// until ctx is done, for the open ones to finish their requests. (Fiber
+// waits for open streams too: they are told to end first.)
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.deps.Chat != nil {
+		s.deps.Chat.Events.Close()
+	}
+	return s.app.ShutdownWithContext(ctx)
+}
+
+// EventStreams returns the number of event streams open on this server.
+func (s *Server) EventStreams() int {
+	if s.deps.Chat == nil {
+		return 0
+	}
+	return s.deps.Chat.Events.Streams()
+}
 
 // BrowserGet registers a GET route under /api (path starts with "/api/")
 // that, besides the Authorization header, also accepts the credentials a

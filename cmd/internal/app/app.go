@@ -45,19 +45,29 @@ func OpenDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*bun.DB, e
 }
 
 // NewAPIServer builds the HTTP API over db and b: the credential verifier,
-// the stores, the chat routes and the one events subscription that wakes
-// waiting requests. stop ends that subscription; call it after the server
-// has shut down.
+// the stores, the chat routes, the one events subscription that wakes
+// waiting requests and the one events follower that feeds the event
+// streams. stop ends both; call it after the server has shut down.
 func NewAPIServer(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (srv *httpapi.Server, stop func(), err error) {
 	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db), auth.WithLogger(log))
 	if err != nil {
 		return nil, nil, err
 	}
 	waiter := httpapi.NewRunWaiter()
-	stop, err = b.SubscribeEvents(waiter.Deliver)
+	stopWaiter, err := b.SubscribeEvents(waiter.Deliver)
 	if err != nil {
 		return nil, nil, fmt.Errorf("subscribe to run events: %w", err)
 	}
+	// One follower feeds every event stream of this process.
+	hub := httpapi.NewEventHub(cfg.Chat.SSEBuffer)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.NATS.PublishTimeout+5*time.Second)
+	defer cancel()
+	stopFollow, err := b.FollowEvents(ctx, hub.Deliver)
+	if err != nil {
+		stopWaiter()
+		return nil, nil, fmt.Errorf("follow run events: %w", err)
+	}
+	stop = func() { stopFollow(); stopWaiter() }
 	srv = httpapi.New(cfg.HTTP, httpapi.Deps{
 		Auth:  verifier,
 		Tasks: todo.NewStore(db),
@@ -66,7 +76,7 @@ func NewAPIServer(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (srv *ht
 			{Name: "postgres", Check: db.PingContext},
 			{Name: "nats", Check: b.Ready},
 		},
-		Chat: &httpapi.Chat{Config: cfg.Chat, Store: chat.NewStore(db), Bus: b, Waiter: waiter},
+		Chat: &httpapi.Chat{Config: cfg.Chat, Store: chat.NewStore(db), Bus: b, Waiter: waiter, Events: hub},
 	})
 	return srv, stop, nil
 }

@@ -123,6 +123,11 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 		cfg.Chat = httpapi.ChatConfig{
 			SyncTimeout:          r.Duration("CHAT_SYNC_TIMEOUT", httpapi.DefaultSyncTimeout),
 			MaxQueuedRunsPerUser: r.Int("MAX_QUEUED_RUNS_PER_USER", httpapi.DefaultMaxQueuedRunsPerUser),
+			SSEMaxStreamsPerUser: r.Int("SSE_MAX_STREAMS_PER_USER", httpapi.DefaultSSEMaxStreamsPerUser),
+			SSEPingInterval:      r.Duration("SSE_PING_INTERVAL", httpapi.DefaultSSEPingInterval),
+		}
+		if cfg.Chat.SSEMaxStreamsPerUser == 0 {
+			r.Fail("SSE_MAX_STREAMS_PER_USER", "must be at least 1")
 		}
 		if cfg.Chat.MaxQueuedRunsPerUser == 0 {
 			r.Fail("MAX_QUEUED_RUNS_PER_USER", "must be at least 1")
