@@ -160,10 +160,19 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		slog.String("route", route),
 		slog.Int("status", status),
 		slog.Duration("duration", time.Since(start)),
-		slog.Int("bytes", len(c.Response().Body())),
+		slog.Int("bytes", bodySize(c)),
 		slog.String("ip", c.IP()),
 	)
 	return nil
+}
+
+// bodySize is the answer's body size, or -1 for a streamed body (an event
+// stream): asking a stream for its Body reads it to the end.
+func bodySize(c *fiber.Ctx) int {
+	if c.Response().IsBodyStream() {
+		return -1
+	}
+	return len(c.Response().Body())
 }
 
 // method is the request's method as the client sent it.

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -32,6 +33,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/dbtest"
+	"github.com/taskchat/taskchat/pkg/httpapi"
 	"github.com/taskchat/taskchat/pkg/logtest"
 	"github.com/taskchat/taskchat/pkg/natsembed"
 	chatworker "github.com/taskchat/taskchat/workers/chat"
@@ -51,6 +53,8 @@ type stackOptions struct {
 	// cuttable routes the API's NATS connection through a proxy that
 	// natsDown cuts (on the machine's server, which the test cannot stop).
 	cuttable bool
+	// sseBuffer, when set, is each event stream's buffer (no variable).
+	sseBuffer int
 }
 
 // stack is the whole pipeline running in the test process.
@@ -66,6 +70,11 @@ type stack struct {
 	logs   *logtest.Buffer
 	// restarted is the embedded server natsUp started again.
 	restarted *natsembed.Server
+	// api is the API server; stopAPI shuts it down (once) and returns
+	// Serve's error.
+	api     *httpapi.Server
+	stopAPI func() error
+	log     *slog.Logger
 }
 
 // newStack starts Postgres pools, two NATS connections (the API's and the
@@ -106,8 +115,11 @@ func newStack(t *testing.T, ns bustest.Server, opts stackOptions) *stack {
 	if err != nil {
 		t.Fatalf("load config: %v", err)
 	}
+	if opts.sseBuffer > 0 {
+		cfg.Chat.SSEBuffer = opts.sseBuffer
+	}
 	log := cfg.Log.NewLogger(logs)
-	s := &stack{t: t, ns: ns, cfg: cfg, logs: logs}
+	s := &stack{t: t, ns: ns, cfg: cfg, logs: logs, log: log}
 	// A server natsUp restarted stops after everything that uses it.
 	t.Cleanup(func() {
 		if s.restarted != nil {
@@ -179,15 +191,58 @@ func newStack(t *testing.T, ns bustest.Server, opts stackOptions) *stack {
 	go func() { served <- app.Serve(serveCtx, cfg, srv, ln, alog) }()
 	s.base = "http://" + ln.Addr().String()
 	s.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}}
+	s.api = srv
+	var once sync.Once
+	var serveErr error
+	s.stopAPI = func() error {
+		once.Do(func() {
+			stopServe()
+			serveErr = <-served
+		})
+		return serveErr
+	}
 	t.Cleanup(func() {
 		s.client.CloseIdleConnections()
-		stopServe()
-		if err := <-served; err != nil {
+		if err := s.stopAPI(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 		stopEvents()
 	})
 	return s
+}
+
+// secondAPI starts another API process on the stack's NATS and database
+// (its own connection, follower and listener) and returns its server and
+// base URL; it stops when the test ends.
+func (s *stack) secondAPI(t *testing.T) (*httpapi.Server, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	alog := s.log.With("service", "api2")
+	b, err := app.ConnectBus(ctx, s.cfg, "", "e2e-api2", alog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	srv, stopEvents, err := app.NewAPIServer(s.cfg, s.db, b, alog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := app.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(serveCtx, s.cfg, srv, ln, alog) }()
+	t.Cleanup(func() {
+		stopServe()
+		if err := <-served; err != nil {
+			t.Errorf("Serve (second API): %v", err)
+		}
+		stopEvents()
+	})
+	return srv, "http://" + ln.Addr().String()
 }
 
 // waitQueueSettled waits until the workers' consumer holds no run request:
