@@ -279,3 +279,62 @@ func TestCancelRoundTrip(t *testing.T) {
 		}
 	})
 }
+
+// TestFollowEvents: one follower sees every event stored after it started,
+// of every conversation, in stream order, with the stream sequence as Seq
+// (the ids ReadEvents gives), and nothing from before; EventBounds gives
+// the stream's first and last sequence.
+func TestFollowEvents(t *testing.T) {
+	bustest.Each(t, func(t *testing.T, s bustest.Server) {
+		b := bustest.Connect(t, newConfig(t, s))
+		ctx := context.Background()
+		conv, other := newUUID(), newUUID()
+		before, err := b.PublishEvent(ctx, event(conv, "old"), "")
+		if err != nil {
+			t.Fatalf("PublishEvent: %v", err)
+		}
+		got := make(chan chat.Event, 100)
+		stop, err := b.FollowEvents(ctx, func(ev chat.Event) { got <- ev })
+		if err != nil {
+			t.Fatalf("FollowEvents: %v", err)
+		}
+		defer stop()
+
+		var want []uint64
+		for i := range 6 {
+			c := conv
+			if i%2 == 1 {
+				c = other
+			}
+			seq, err := b.PublishEvent(ctx, event(c, "r"), "")
+			if err != nil {
+				t.Fatalf("PublishEvent: %v", err)
+			}
+			want = append(want, seq)
+		}
+		for i, seq := range want {
+			select {
+			case ev := <-got:
+				if ev.Seq != seq || ev.RunID != "r" {
+					t.Fatalf("event %d: seq %d run %q, want seq %d run r (the one before the follower was %d)", i, ev.Seq, ev.RunID, seq, before)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("event %d (seq %d) never arrived", i, seq)
+			}
+		}
+		replayed, err := b.ReadEvents(ctx, conv, before, 100)
+		if err != nil {
+			t.Fatalf("ReadEvents: %v", err)
+		}
+		if len(replayed) != 3 || replayed[0].Seq != want[0] || replayed[2].Seq != want[4] {
+			t.Fatalf("replay seqs differ from the follower's: %+v", replayed)
+		}
+		first, last, err := b.EventBounds(ctx)
+		if err != nil {
+			t.Fatalf("EventBounds: %v", err)
+		}
+		if first != before || last != want[len(want)-1] {
+			t.Fatalf("EventBounds = %d, %d, want %d, %d", first, last, before, want[len(want)-1])
+		}
+	})
+}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/taskchat/taskchat/pkg/auth"
+	"github.com/taskchat/taskchat/pkg/auth/authtest"
 	"github.com/taskchat/taskchat/pkg/bus/bustest"
 	"github.com/taskchat/taskchat/pkg/chat"
 )
@@ -477,5 +479,52 @@ func TestSSESlowReader(t *testing.T) {
 	}
 	if s.api.EventStreams() != 1 {
 		t.Fatalf("%d streams open, want the fast one", s.api.EventStreams())
+	}
+}
+
+// TestSSEBrowserCredentials: the events route also takes what a browser's
+// EventSource can send — the Better Auth session cookie (with a listed
+// Origin, or none) and ?access_token= — and logs neither.
+func TestSSEBrowserCredentials(t *testing.T) {
+	const app = "https://app.example.com"
+	s := newStack(t, bustest.Embedded(t), stackOptions{env: map[string]string{"CORS_ORIGINS": app}})
+	u := s.newUser(t)
+	conv := u.chat(t, "add buy milk", "").ConversationID
+	sess := authtest.CreateSession(t, s.db, secret, u.id, time.Now().Add(time.Hour))
+	cookie := auth.SessionCookieName + "=" + sess.Cookie
+
+	for _, tc := range []struct {
+		name    string
+		query   string
+		headers []string
+		status  int
+	}{
+		{"cookie, listed origin", "", []string{"Cookie", cookie, "Origin", app}, http.StatusOK},
+		{"cookie, no origin", "", []string{"Cookie", cookie}, http.StatusOK},
+		{"cookie, foreign origin", "", []string{"Cookie", cookie, "Origin", "https://evil.example"}, http.StatusUnauthorized},
+		{"access_token", "?access_token=" + u.token, nil, http.StatusOK},
+		{"nothing", "", nil, http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, r := u.openEvents(t, "", conv, tc.query, false, tc.headers...)
+			if tc.status != http.StatusOK {
+				if st != nil {
+					t.Fatal("a stream opened")
+				}
+				r.wantProblem(t, tc.status, "UNAUTHORIZED")
+				return
+			}
+			if st == nil {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			wantStreamHeaders(t, st)
+			st.close()
+		})
+	}
+	logs := s.logs.String()
+	for _, secret := range []string{u.token, sess.Token, sess.Signed, sess.Cookie} {
+		if strings.Contains(logs, secret) {
+			t.Fatal("a credential is in the logs")
+		}
 	}
 }
