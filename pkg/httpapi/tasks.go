@@ -49,14 +49,7 @@ func (s *Server) listTasks(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	resp := listResponse[todo.Task]{Data: page.Tasks}
-	if resp.Data == nil {
-		resp.Data = []todo.Task{}
-	}
-	if page.NextCursor != "" {
-		resp.NextCursor = &page.NextCursor
-	}
-	return c.JSON(resp)
+	return c.JSON(newList(page.Tasks, page.NextCursor))
 }
 
 // newTaskBody is the body of POST /tasks.

@@ -106,11 +106,12 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 			f.Answer = &chat.Answer{Content: text, ToolCalls: toolCalls(res.Calls), Model: w.agent.Model()}
 		}
 		return w.finish(finishCtx, log, ev, run, f)
-	case errors.Is(cause, errLeaseLost), errors.Is(err, chat.ErrLeaseLost):
+	case errors.Is(cause, errLeaseLost), errors.Is(err, chat.ErrLeaseLost), errors.Is(err, chat.ErrNotFound):
+		if w.purgeIfGone(finishCtx, log, ev, run) {
+			return outcomeGone
+		}
 		log.Warn("lease lost: another worker has the run")
 		return outcomeLeaseLost
-	case errors.Is(err, chat.ErrNotFound):
-		return outcomeGone
 	case errors.Is(cause, errShutdown):
 		log.Info("run handed back on shutdown")
 		return outcomeHandBack
@@ -139,6 +140,7 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, ev *emitter, run 
 	case errors.Is(err, chat.ErrLeaseLost), errors.Is(err, chat.ErrRunFinished):
 		return outcomeLeaseLost
 	case errors.Is(err, chat.ErrNotFound):
+		w.purgeIfGone(ctx, log, ev, run)
 		return outcomeGone
 	case err != nil:
 		log.Warn("finish run", "err", err)
@@ -152,6 +154,23 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, ev *emitter, run 
 	}
 	log.Info("run finished", "status", done.Status)
 	return outcomeDone
+}
+
+// purgeIfGone reports whether run is gone (its conversation was deleted
+// while it ran) and, if so, purges the conversation's events once more: the
+// API purged them at the delete, but this run may have published a few
+// since. Its own events are flushed first, so none land after the purge.
+func (w *Worker) purgeIfGone(ctx context.Context, log *slog.Logger, ev *emitter, run chat.Run) bool {
+	_, err := chat.NewStore(w.db).GetRun(ctx, run.UserID, run.ID)
+	if !errors.Is(err, chat.ErrNotFound) {
+		return false
+	}
+	_ = ev.flush(ctx) // failures only mean fewer events to purge
+	if err := w.queue.PurgeEvents(ctx, run.ConversationID); err != nil {
+		log.Warn("purge a deleted conversation's events", "err", err)
+	}
+	log.Info("run's conversation was deleted; run dropped")
+	return true
 }
 
 // keepLease renews the run's lease every third of it, and with each

@@ -145,6 +145,8 @@ type Queue interface {
 	// SubscribeCancel calls f with the id of each run whose cancel is
 	// requested, from any API replica.
 	SubscribeCancel(f func(runID string)) (stop func(), err error)
+	// PurgeEvents removes every event of a conversation.
+	PurgeEvents(ctx context.Context, conversationID string) error
 }
 
 // Worker runs chat runs. Make it with New; Run blocks until its context
