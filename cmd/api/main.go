@@ -50,7 +50,7 @@ func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	defer b.Close()
 
 	// HTTP.
-	srv, stopEvents, err := app.NewAPIServer(cfg, db, b, log)
+	srv, stopEvents, err := app.NewAPIServer(ctx, cfg, db, b, log)
 	if err != nil {
 		return err
 	}

@@ -77,7 +77,7 @@ func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	}
 
 	// HTTP API.
-	srv, stopEvents, err := app.NewAPIServer(cfg, db, b, log)
+	srv, stopEvents, err := app.NewAPIServer(ctx, cfg, db, b, log)
 	if err != nil {
 		abortWorkers()
 		return err

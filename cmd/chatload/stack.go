@@ -136,7 +136,7 @@ func startStack(ctx context.Context, getenv config.Getenv, logOut, errOut io.Wri
 	go func() { workersDone <- app.RunWorkers(workersCtx, cfg, w, relay, log) }()
 	closers = append(closers, func() error { stopWorkers(); return <-workersDone })
 
-	srv, stopEvents, err := app.NewAPIServer(cfg, db, b, log)
+	srv, stopEvents, err := app.NewAPIServer(ctx, cfg, db, b, log)
 	if err != nil {
 		return nil, err
 	}

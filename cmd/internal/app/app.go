@@ -48,7 +48,7 @@ func OpenDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*bun.DB, e
 // the stores, the chat routes, the one events subscription that wakes
 // waiting requests and the one events follower that feeds the event
 // streams. stop ends both; call it after the server has shut down.
-func NewAPIServer(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (srv *httpapi.Server, stop func(), err error) {
+func NewAPIServer(ctx context.Context, cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (srv *httpapi.Server, stop func(), err error) {
 	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db), auth.WithLogger(log))
 	if err != nil {
 		return nil, nil, err
@@ -60,7 +60,7 @@ func NewAPIServer(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (srv *ht
 	}
 	// One follower feeds every event stream of this process.
 	hub := httpapi.NewEventHub(cfg.Chat.SSEBuffer)
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.NATS.PublishTimeout+5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, cfg.NATS.PublishTimeout+5*time.Second)
 	defer cancel()
 	stopFollow, err := b.FollowEvents(ctx, hub.Deliver)
 	if err != nil {

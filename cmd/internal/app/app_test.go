@@ -68,7 +68,7 @@ func TestBuildersServeTasksAndShutDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	srv, stopEvents, err := app.NewAPIServer(cfg, db, b, log)
+	srv, stopEvents, err := app.NewAPIServer(context.Background(), cfg, db, b, log)
 	if err != nil {
 		t.Fatal(err)
 	}

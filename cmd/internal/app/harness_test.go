@@ -178,7 +178,7 @@ func newStack(t *testing.T, ns bustest.Server, opts stackOptions) *stack {
 
 	// The API.
 	alog := log.With("service", "api")
-	srv, stopEvents, err := app.NewAPIServer(cfg, s.db, s.apiBus, alog)
+	srv, stopEvents, err := app.NewAPIServer(ctx, cfg, s.db, s.apiBus, alog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func (s *stack) secondAPI(t *testing.T) (*httpapi.Server, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	srv, stopEvents, err := app.NewAPIServer(s.cfg, s.db, b, alog)
+	srv, stopEvents, err := app.NewAPIServer(ctx, s.cfg, s.db, b, alog)
 	if err != nil {
 		t.Fatal(err)
 	}
