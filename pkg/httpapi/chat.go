@@ -264,7 +264,11 @@ func (s *Server) postChat(c *fiber.Ctx) error {
 		return err
 	}
 	run := turn.Run
-	async := preferAsync(c)
+	streamed := acceptsEventStream(c)
+	async := !streamed && preferAsync(c)
+	if streamed {
+		return s.streamRun(c, user, turn)
+	}
 
 	var final <-chan chat.Event
 	if !async && !run.Status.Final() {
@@ -417,13 +421,48 @@ func answerFromEvent(turn chat.Turn, ev chat.Event) answerBody {
 	return body
 }
 
-// preferAsync reports whether the request asked for the 202 answer.
-// (Accept: text/event-stream, which takes precedence, arrives with the
-// events routes; until then such a request gets the 202 answer too.)
-func preferAsync(c *fiber.Ctx) bool {
-	if strings.Contains(c.Get(fiber.HeaderAccept), "text/event-stream") {
-		return true
+// acceptsEventStream reports whether the request asked for the run's
+// events in the response (it takes precedence over Prefer: respond-async).
+func acceptsEventStream(c *fiber.Ctx) bool {
+	return strings.Contains(c.Get(fiber.HeaderAccept), "text/event-stream")
+}
+
+// streamRun answers POST /chat with the run's events as Server-Sent Events,
+// ending after its final event. The stream registers with the hub before
+// the run is announced, so no event of the run can pass it by; past the
+// per-user stream cap the request gets the 202 answer instead (its message
+// is already committed).
+func (s *Server) streamRun(c *fiber.Ctx, user string, turn chat.Turn) error {
+	ctx := c.UserContext()
+	run := turn.Run
+	hub := s.deps.Chat.Events
+	sub, subErr := hub.subscribe(user, run.ConversationID, s.chatCfg.SSEMaxStreamsPerUser)
+	var cursor uint64
+	if turn.Created {
+		cursor = s.announce(ctx, turn)
+	} else {
+		cursor = s.cursorOf(ctx, run)
 	}
+	if subErr != nil {
+		return s.accepted(c, user, turn, cursor)
+	}
+	_, last, err := s.deps.Chat.Bus.EventBounds(ctx)
+	if err != nil {
+		hub.unsubscribe(sub)
+		return s.accepted(c, user, turn, cursor)
+	}
+	c.Status(fiber.StatusOK)
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set("X-Accel-Buffering", "no")
+	st := &eventStream{s: s, hub: hub, sub: sub, conv: run.ConversationID, runID: run.ID, finished: run.Status.Final(),
+		plan: streamPlan{after: cursor, last: last}, log: s.reqLog(c)}
+	c.Context().SetBodyStreamWriter(st.run)
+	return nil
+}
+
+// preferAsync reports whether the request asked for the 202 answer.
+func preferAsync(c *fiber.Ctx) bool {
 	for _, p := range strings.Split(c.Get("Prefer"), ",") {
 		if strings.EqualFold(strings.TrimSpace(p), "respond-async") {
 			return true

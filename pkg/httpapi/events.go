@@ -236,7 +236,14 @@ type eventStream struct {
 	sub  *hubSub
 	conv string
 	plan streamPlan
-	log  interface {
+	// runID, when set, keeps only that run's events and ends the stream
+	// after its final event (POST /chat with Accept: text/event-stream).
+	runID string
+	// finished: the run had ended before the stream opened (a replay), so
+	// the stream ends with the replay even when its final event is no
+	// longer retained.
+	finished bool
+	log      interface {
 		Debug(msg string, args ...any)
 	}
 }
@@ -266,9 +273,14 @@ func (st *eventStream) run(w *bufio.Writer) {
 			return
 		}
 	case !st.plan.live:
-		var err error
-		if sent, err = st.replay(ctx, w); err != nil {
-			st.log.Debug("event stream replay ended", "err", err)
+		var (
+			err  error
+			done bool
+		)
+		if sent, done, err = st.replay(ctx, w); err != nil || done || st.finished {
+			if err != nil {
+				st.log.Debug("event stream replay ended", "err", err)
+			}
 			return
 		}
 	}
@@ -280,10 +292,16 @@ func (st *eventStream) run(w *bufio.Writer) {
 			if ev.Seq <= sent {
 				continue // already replayed
 			}
+			sent = ev.Seq
+			if !st.wants(ev) {
+				continue
+			}
 			if err := writeEvent(w, ev.Seq, ev.Type, ev.Data); err != nil {
 				return
 			}
-			sent = ev.Seq
+			if st.ends(ev) {
+				return
+			}
 		case <-ping.C:
 			if err := flushed(w, ": ping\n\n"); err != nil {
 				return
@@ -300,25 +318,38 @@ func (st *eventStream) run(w *bufio.Writer) {
 // replay writes the conversation's events after the cursor up to at least
 // the stream's last sequence at registration, and returns the last one
 // written (or the cursor).
-func (st *eventStream) replay(ctx context.Context, w *bufio.Writer) (uint64, error) {
+func (st *eventStream) replay(ctx context.Context, w *bufio.Writer) (last uint64, done bool, err error) {
 	after := st.plan.after
 	for after < st.plan.last {
 		evs, err := st.s.deps.Chat.Bus.ReadEvents(ctx, st.conv, after, replayPage)
 		if err != nil {
-			return after, err
+			return after, false, err
 		}
 		if len(evs) == 0 {
 			break
 		}
 		for _, ev := range evs {
-			if err := writeEvent(w, ev.Seq, ev.Type, ev.Data); err != nil {
-				return after, err
-			}
 			after = ev.Seq
+			if !st.wants(ev) {
+				continue
+			}
+			if err := writeEvent(w, ev.Seq, ev.Type, ev.Data); err != nil {
+				return after, false, err
+			}
+			if st.ends(ev) {
+				return after, true, nil
+			}
 		}
 	}
-	return max(after, st.plan.last), nil
+	return max(after, st.plan.last), false, nil
 }
+
+// wants reports whether ev belongs on this stream.
+func (st *eventStream) wants(ev chat.Event) bool { return st.runID == "" || ev.RunID == st.runID }
+
+// ends reports whether ev, just written, ends this stream: the final event
+// of the one run it follows.
+func (st *eventStream) ends(ev chat.Event) bool { return st.runID != "" && chat.FinalEvent(ev.Type) }
 
 // writeEvent writes one event frame and flushes it. data is one line of
 // JSON (the published payload is compact JSON; json.Compact guarantees it).

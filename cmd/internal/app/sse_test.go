@@ -59,6 +59,35 @@ func (u *apiUser) openEvents(t *testing.T, base, conv, query string, bearer bool
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
+	return openStream(t, req, cancel)
+}
+
+// postStream sends message to conversationID ("" for a new one) asking
+// for the run's events in the response (Accept: text/event-stream).
+func (u *apiUser) postStream(t *testing.T, message, conversationID string) (*sseStream, response) {
+	t.Helper()
+	body, err := json.Marshal(map[string]string{"message": message})
+	if conversationID != "" {
+		body, err = json.Marshal(map[string]string{"message": message, "conversation_id": conversationID})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.s.base+u.path("/chat"), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+u.token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Prefer", "respond-async") // the stream takes precedence
+	return openStream(t, req, cancel)
+}
+
+// openStream sends req and, on a 200, reads its body as an event stream.
+func openStream(t *testing.T, req *http.Request, cancel context.CancelFunc) (*sseStream, response) {
+	t.Helper()
 	resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
 	if err != nil {
 		cancel()
@@ -253,6 +282,47 @@ func TestSSERunEventSequence(t *testing.T) {
 
 		all, _ := u.openEvents(t, base2, conv, "?after=0", true)
 		wantFrames(t, takeFrames(t, all, len(s.events(t, conv, 0))), s.events(t, conv, 0))
+	})
+}
+
+// TestSSEPostStreamsItsRun: POST /chat with Accept: text/event-stream
+// answers with the run's own events, headers flushed before the first one,
+// and ends after its final event.
+func TestSSEPostStreamsItsRun(t *testing.T) {
+	bustest.Each(t, func(t *testing.T, ns bustest.Server) {
+		s := newStack(t, ns, stackOptions{})
+		u := s.newUser(t)
+		conv := u.chat(t, "add buy milk", "").ConversationID
+
+		st, resp := u.postStream(t, "show my tasks", conv)
+		if st == nil {
+			t.Fatalf("POST with Accept: text/event-stream = %d %s", resp.status, resp.body)
+		}
+		wantStreamHeaders(t, st)
+		var got []sseFrame
+		for {
+			f := st.next(t)
+			got = append(got, f)
+			if chat.FinalEvent(f.event) {
+				break
+			}
+		}
+		st.wantEnd(t)
+		var runID string
+		if err := json.Unmarshal([]byte(got[0].data), &struct {
+			RunID *string `json:"run_id"`
+		}{&runID}); err != nil || runID == "" {
+			t.Fatalf("first frame %+v: no run id (%v)", got[0], err)
+		}
+		// Exactly the run's events as stored, none of the earlier run's.
+		var want []chat.Event
+		for _, ev := range s.events(t, conv, 0) {
+			if ev.RunID == runID {
+				want = append(want, ev)
+			}
+		}
+		wantSequence(t, want, runID, `run.queued run.started (message.delta |tool.call |tool.result )*message.completed run.completed`)
+		wantFrames(t, got, want)
 	})
 }
 
