@@ -12,6 +12,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -597,4 +599,61 @@ func TestSSEBrowserCredentials(t *testing.T) {
 			t.Fatal("a credential is in the logs")
 		}
 	}
+}
+
+// TestSSEDisconnectLeavesNothing: 50 clients that vanish are cleaned up:
+// the open-stream count and the process's goroutines go back to where they
+// were. The server notices a vanished client at its next write, so pings
+// come every 20ms here. A first round warms fasthttp's worker pool (it
+// keeps idle workers for a while, to reuse them: not a leak) so that the
+// baseline holds them; a leak of even one goroutine per stream in the
+// second round shows as 50.
+func TestSSEDisconnectLeavesNothing(t *testing.T) {
+	const n = 50
+	s := newStack(t, bustest.Embedded(t), stackOptions{env: map[string]string{
+		"SSE_MAX_STREAMS_PER_USER": strconv.Itoa(n),
+		"SSE_PING_INTERVAL":        "20ms",
+	}})
+	u := s.newUser(t)
+	conv := u.chat(t, "add buy milk", "").ConversationID
+	baseStreams := s.api.EventStreams()
+
+	round := func(t *testing.T) {
+		t.Helper()
+		streams := make([]*sseStream, n)
+		for i := range streams {
+			streams[i], _ = u.openEvents(t, "", conv, "", true)
+			if streams[i] == nil {
+				t.Fatalf("stream %d did not open", i)
+			}
+		}
+		eventually(t, "the streams to register", func() bool { return s.api.EventStreams() == baseStreams+n },
+			func() string { return strconv.Itoa(s.api.EventStreams()) })
+		for _, st := range streams {
+			st.close()
+		}
+		for _, st := range streams {
+			select {
+			case <-st.done:
+			case <-time.After(waitFor):
+				t.Fatal("a closed stream's reader did not end")
+			}
+		}
+		eventually(t, "the closed streams to be cleaned up", func() bool { return s.api.EventStreams() == baseStreams },
+			func() string { return strconv.Itoa(s.api.EventStreams()) })
+	}
+	round(t)
+	baseGoroutines := runtime.NumGoroutine()
+	round(t)
+	// A small margin for the stack's own comings and goings (pings of
+	// other goroutines, NATS heartbeats, the worker's polls).
+	const margin = 10
+	eventually(t, "the goroutines to go back to their baseline",
+		func() bool { return runtime.NumGoroutine() <= baseGoroutines+margin },
+		func() string {
+			var b strings.Builder
+			fmt.Fprintf(&b, "%d goroutines, baseline %d; ", runtime.NumGoroutine(), baseGoroutines)
+			_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+			return b.String()
+		})
 }
