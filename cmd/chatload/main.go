@@ -41,7 +41,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == holdCommand {
+		err = holdStreams(ctx, os.Args[2:], os.Stdin, os.Stdout) // -sse's clients
+	} else {
+		err = run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	}
 	stop()
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
@@ -70,6 +75,14 @@ type options struct {
 	cpuProfile string
 	logFile    string
 	keepDB     bool
+
+	// The -sse mode's settings (sse.go).
+	sse        bool
+	sseStreams int
+	sseFanout  []int
+	sseEvents  int
+	ssePing    time.Duration
+	sseBuffer  int
 }
 
 func parseFlags(args []string, errOut io.Writer) (options, error) {
@@ -88,6 +101,12 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the pipeline's closed-loop phase to this file (the whole process: load generator included)")
 	fs.StringVar(&o.logFile, "log", "", "write the in-process services' logs to this file (default: formatted, then discarded)")
 	fs.BoolVar(&o.keepDB, "keep-db", false, "keep the fresh load database instead of dropping it")
+	fs.BoolVar(&o.sse, "sse", false, "measure the events route instead of turns: memory per idle stream and fan-out latency (in-process stack only)")
+	fs.IntVar(&o.sseStreams, "sse-streams", 10000, "-sse: idle streams to open for the memory figure (0: skip it)")
+	fanout := fs.String("sse-fanout", "1,100,1000", "-sse: comma-separated numbers of clients watching one conversation, one fan-out phase each (\"\": none)")
+	fs.IntVar(&o.sseEvents, "sse-events", 200, "-sse: events published per fan-out phase (after 5 unmeasured)")
+	fs.DurationVar(&o.ssePing, "sse-ping", 2*time.Second, "-sse: the API's SSE_PING_INTERVAL (vanished clients' streams go at the next ping)")
+	fs.IntVar(&o.sseBuffer, "sse-buffer", 0, "-sse: each stream's event buffer (0: the API's default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -106,6 +125,13 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 		problem = "-conv-turns must be at least 1"
 	case strings.TrimSpace(o.message) == "":
 		problem = "-message must not be empty"
+	case o.sse && o.url != "":
+		problem = "-sse needs the in-process stack (no -url): it counts the API's streams and reads its memory"
+	case o.sse && (o.sseStreams < 0 || o.sseEvents < 1 || o.ssePing <= 0 || o.sseBuffer < 0):
+		problem = "-sse-streams must not be negative, -sse-events at least 1, -sse-ping positive, -sse-buffer not negative"
+	}
+	if problem == "" {
+		o.sseFanout, problem = parseCounts(*fanout)
 	}
 	if problem != "" {
 		fmt.Fprintln(errOut, "chatload:", problem)
@@ -133,6 +159,9 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out, errOut i
 		logOut = f
 	}
 
+	if o.sse {
+		return runSSEStack(ctx, o, getenv, logOut, out, errOut)
+	}
 	var t *target
 	if o.url == "" {
 		t, err = startStack(ctx, getenv, logOut, errOut, o.keepDB)

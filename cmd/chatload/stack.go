@@ -32,6 +32,9 @@ type target struct {
 	cfg app.Config
 	// describe says what runs where, for the report.
 	describe string
+	// streams counts the event streams open on the in-process API (nil
+	// for -url).
+	streams func() int
 	// close stops everything the target started, in order.
 	close func() error
 }
@@ -42,8 +45,9 @@ type target struct {
 // by close unless keepDB). Everything else comes from the environment,
 // as for chatd (DB_MAX_CONNS, WORKER_CONCURRENCY, …), but NATS_PREFIX is a
 // fresh one whose streams close deletes, and BETTER_AUTH_SECRET a random
-// one. Service logs go to logOut.
-func startStack(ctx context.Context, getenv config.Getenv, logOut, errOut io.Writer, keepDB bool) (_ *target, err error) {
+// one. Service logs go to logOut. adjust, when given, changes the loaded
+// configuration before anything starts (settings without a variable).
+func startStack(ctx context.Context, getenv config.Getenv, logOut, errOut io.Writer, keepDB bool, adjust ...func(*app.Config)) (_ *target, err error) {
 	var closers []func() error
 	cleanup := func() error {
 		var errs []error
@@ -92,6 +96,9 @@ func startStack(ctx context.Context, getenv config.Getenv, logOut, errOut io.Wri
 	}, app.ServiceChatd)
 	if err != nil {
 		return nil, err
+	}
+	for _, a := range adjust {
+		a(&cfg)
 	}
 	log := cfg.Log.NewLogger(logOut).With("service", "chatload")
 
@@ -151,11 +158,12 @@ func startStack(ctx context.Context, getenv config.Getenv, logOut, errOut io.Wri
 	closers = append(closers, func() error { stopServe(); return <-served })
 
 	return &target{
-		base:   "http://" + ln.Addr().String(),
-		db:     db,
-		secret: secret,
-		bus:    b,
-		cfg:    cfg,
+		base:    "http://" + ln.Addr().String(),
+		db:      db,
+		secret:  secret,
+		bus:     b,
+		cfg:     cfg,
+		streams: srv.EventStreams,
 		describe: fmt.Sprintf("in process (like chatd): API on loopback, workers (WORKER_CONCURRENCY=%d), %s, one pool (DB_MAX_CONNS=%d)",
 			cfg.Worker.Concurrency, where, cfg.DB.MaxConns),
 		close: cleanup,
