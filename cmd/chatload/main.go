@@ -12,7 +12,13 @@
 // instead. Each phase uses fresh users, one per client. It prints a
 // markdown table.
 //
+// With -sse it measures the events route instead (sse.go): the API's
+// memory per idle stream with 10,000 open (their clients in a child
+// process), and the time from a publish to its arrival at every one of N
+// clients watching one conversation (N = 1, 100, 1,000).
+//
 //	go run ./cmd/chatload                      # ~15 s on the defaults
+//	go run ./cmd/chatload -sse                 # ~30 s on the defaults
 //	go run ./cmd/chatload -clients 64 -duration 5s -cpuprofile cpu.out
 //	go run ./cmd/chatload -url http://127.0.0.1:8080   # a running API
 package main
@@ -83,6 +89,7 @@ type options struct {
 	sseEvents  int
 	ssePing    time.Duration
 	sseBuffer  int
+	memProfile string
 }
 
 func parseFlags(args []string, errOut io.Writer) (options, error) {
@@ -106,6 +113,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	fanout := fs.String("sse-fanout", "1,100,1000", "-sse: comma-separated numbers of clients watching one conversation, one fan-out phase each (\"\": none)")
 	fs.IntVar(&o.sseEvents, "sse-events", 200, "-sse: events published per fan-out phase (after 5 unmeasured)")
 	fs.DurationVar(&o.ssePing, "sse-ping", 2*time.Second, "-sse: the API's SSE_PING_INTERVAL (vanished clients' streams go at the next ping)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "-sse: write a heap profile, taken with the idle streams open, to this file")
 	fs.IntVar(&o.sseBuffer, "sse-buffer", 0, "-sse: each stream's event buffer (0: the API's default)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -127,6 +127,9 @@ func TestParseFlagsRefusesBadValues(t *testing.T) {
 		{"empty message", []string{"-message", " "}, "-message must not be empty"},
 		{"stray argument", []string{"now"}, "unexpected arguments"},
 		{"unknown flag", []string{"-fast"}, "flag provided but not defined: -fast"},
+		{"sse against a URL", []string{"-sse", "-url", "http://127.0.0.1:1"}, "-sse needs the in-process stack"},
+		{"sse without events", []string{"-sse", "-sse-events", "0"}, "-sse-events at least 1"},
+		{"sse bad fan-out", []string{"-sse", "-sse-fanout", "1,x"}, `-sse-fanout: "x" is not a positive number`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -84,7 +84,7 @@ type sseRun struct {
 type memResult struct {
 	n                int
 	open             time.Duration // to open all n
-	streams          int64         // bytes: the API's heap+stacks with n streams
+	streams          memUse        // what the API's n streams added
 	streamGoroutines int           // the API's goroutines with n streams
 	cleanup          time.Duration // from the clients' end to none left
 	perStream        float64       // bytes per stream
@@ -150,14 +150,21 @@ func (r *sseRun) conversation(ctx context.Context) (string, error) {
 	return r.c.conv, nil
 }
 
-// inUse is the heap and goroutine stacks in use after full collections
-// (two: sync.Pool keeps what it drops for one more).
-func inUse() int64 {
+// memUse is the heap and the goroutine stacks in use.
+type memUse struct{ heap, stacks int64 }
+
+func (m memUse) total() int64 { return m.heap + m.stacks }
+
+func (m memUse) minus(o memUse) memUse { return memUse{m.heap - o.heap, m.stacks - o.stacks} }
+
+// inUse is the memory in use after full collections (two: sync.Pool keeps
+// what it drops for one more).
+func inUse() memUse {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return int64(m.HeapInuse + m.StackInuse)
+	return memUse{int64(m.HeapInuse), int64(m.StackInuse)}
 }
 
 // memory measures o.sseStreams idle streams on conv. Their clients run in
@@ -193,14 +200,22 @@ func (r *sseRun) memory(ctx context.Context, conv string) (*memResult, error) {
 	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if strings.TrimSpace(line) != "open" {
-		return nil, fmt.Errorf("the clients' process: %q %v", line, err)
+		if err != nil {
+			return nil, fmt.Errorf("the clients' process: %w", err)
+		}
+		return nil, fmt.Errorf("the clients' process said %q", line)
 	}
 	res.open = time.Since(start)
 	if err := waitUntil(ctx, 10*time.Second, func() bool { return r.t.streams() == n }); err != nil {
 		return nil, fmt.Errorf("%d streams registered, want %d: %w", r.t.streams(), n, err)
 	}
-	res.streams, res.streamGoroutines = inUse()-base, runtime.NumGoroutine()-g0
-	res.perStream = float64(res.streams) / float64(n)
+	res.streams, res.streamGoroutines = inUse().minus(base), runtime.NumGoroutine()-g0
+	res.perStream = float64(res.streams.total()) / float64(n)
+	if r.o.memProfile != "" {
+		if err := writeHeapProfile(r.o.memProfile); err != nil {
+			return nil, err
+		}
+	}
 
 	fmt.Fprintf(r.errOut, "chatload: ending the clients; the server notices at the next ping (%s)…\n", r.o.ssePing)
 	start = time.Now()
@@ -364,8 +379,7 @@ func (r *sseRun) fanout(ctx context.Context, conv string, n int, profile string)
 			res.last = append(res.last, last)
 		}
 	}
-	closeAll(bodies)
-	bodies = nil
+	closeAll(bodies) // closing twice (the deferred call) is harmless
 	// The server notices the clients' end at its next ping; the next
 	// phase starts with none left.
 	if err := waitUntil(ctx, r.o.ssePing+30*time.Second, func() bool { return r.t.streams() == 0 }); err != nil {
@@ -470,10 +484,10 @@ func (r *sseRun) report(out io.Writer, mem *memResult, fans []fanResult) {
 	fmt.Fprintf(out, "- target: %s%s; fan-out clients in the same process, over loopback; SSE_PING_INTERVAL=%s, stream buffer %d events\n\n",
 		r.t.describe, natsVersion(r.t.cfg.NATS.URL == ""), r.o.ssePing, cmp.Or(r.t.cfg.Chat.SSEBuffer, httpapi.DefaultSSEBuffer))
 	if mem != nil {
-		fmt.Fprintln(out, "| idle streams (clients in a child process) | opened in | API heap+stacks added | per stream | goroutines per stream | cleanup after the clients vanish |")
-		fmt.Fprintln(out, "|---:|---:|---:|---:|---:|---:|")
-		fmt.Fprintf(out, "| %d | %s | %.1f MiB | %.1f KiB | %.1f | %s |\n\n",
-			mem.n, mem.open.Round(time.Millisecond), mib(mem.streams), mem.perStream/1024,
+		fmt.Fprintln(out, "| idle streams (clients in a child process) | opened in | API heap added | API stacks added | per stream | goroutines per stream | cleanup after the clients vanish |")
+		fmt.Fprintln(out, "|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintf(out, "| %d | %s | %.1f MiB | %.1f MiB | %.1f KiB | %.1f | %s |\n\n",
+			mem.n, mem.open.Round(time.Millisecond), mib(mem.streams.heap), mib(mem.streams.stacks), mem.perStream/1024,
 			float64(mem.streamGoroutines)/float64(mem.n), mem.cleanup.Round(time.Millisecond))
 	}
 	if len(fans) > 0 {
@@ -531,4 +545,18 @@ func runSSEStack(ctx context.Context, o options, getenv config.Getenv, logOut, o
 	}
 	defer func() { err = errors.Join(err, t.close()) }()
 	return runSSE(ctx, o, t, out, errOut)
+}
+
+// writeHeapProfile writes the heap's profile (in use, after a collection)
+// to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return nil
 }
