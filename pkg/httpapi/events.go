@@ -44,14 +44,21 @@ type EventHub struct {
 	total   int
 	closed  bool
 	done    chan struct{} // closed by Close: every stream ends
+	// ctx ends with Close too: streams derive their replay contexts from
+	// it, with no goroutine of their own to watch done.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // hubSub is one open stream's registration.
 type hubSub struct {
 	user, conv string
-	ch         chan chat.Event
-	ended      chan struct{} // closed when the hub drops the stream
-	reason     string        // why it was dropped; set before ended closes
+	// ch carries pointers: one event is shared by every stream watching
+	// its conversation, and an idle stream's buffer costs 8 bytes a slot
+	// instead of a whole Event.
+	ch     chan *chat.Event
+	ended  chan struct{} // closed when the hub drops the stream
+	reason string        // why it was dropped; set before ended closes
 }
 
 // NewEventHub returns an empty hub giving each stream a buffer of buffer
@@ -60,18 +67,21 @@ func NewEventHub(buffer int) *EventHub {
 	if buffer <= 0 {
 		buffer = DefaultSSEBuffer
 	}
-	return &EventHub{buffer: buffer, convs: map[string]map[*hubSub]struct{}{}, perUser: map[string]int{}, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &EventHub{buffer: buffer, convs: map[string]map[*hubSub]struct{}{}, perUser: map[string]int{}, done: make(chan struct{}),
+		ctx: ctx, cancel: cancel}
 }
 
 // Deliver hands ev to every stream watching its conversation. It never
 // blocks; call it from the one events follower (bus.FollowEvents).
 func (h *EventHub) Deliver(ev chat.Event) {
 	conv := strings.ToLower(ev.ConversationID)
+	shared := &ev // read-only from here on
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for sub := range h.convs[conv] {
 		select {
-		case sub.ch <- ev:
+		case sub.ch <- shared:
 		default:
 			h.dropLocked(sub, "overflow")
 		}
@@ -96,6 +106,7 @@ func (h *EventHub) Close() {
 	if !h.closed {
 		h.closed = true
 		close(h.done)
+		h.cancel()
 	}
 }
 
@@ -118,7 +129,7 @@ func (h *EventHub) subscribe(user, conv string, maxPerUser int) (*hubSub, error)
 	if h.perUser[user] >= maxPerUser {
 		return nil, errTooManyStreams
 	}
-	sub := &hubSub{user: user, conv: conv, ch: make(chan chat.Event, h.buffer), ended: make(chan struct{})}
+	sub := &hubSub{user: user, conv: conv, ch: make(chan *chat.Event, h.buffer), ended: make(chan struct{})}
 	if h.convs[conv] == nil {
 		h.convs[conv] = map[*hubSub]struct{}{}
 	}
@@ -253,15 +264,8 @@ type eventStream struct {
 // error, at the latest at the next ping.
 func (st *eventStream) run(w *bufio.Writer) {
 	defer st.hub.unsubscribe(st.sub)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(st.hub.ctx) // ends on shutdown
 	defer cancel()
-	go func() {
-		select {
-		case <-st.hub.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	if err := flushed(w, ": stream open\n\n"); err != nil {
 		return
 	}
@@ -288,7 +292,8 @@ func (st *eventStream) run(w *bufio.Writer) {
 	defer ping.Stop()
 	for {
 		select {
-		case ev := <-st.sub.ch:
+		case p := <-st.sub.ch:
+			ev := *p
 			if ev.Seq <= sent {
 				continue // already replayed
 			}
