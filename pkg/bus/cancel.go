@@ -59,3 +59,43 @@ func (b *Bus) registered(sub *nats.Subscription) error {
 	}
 	return nil
 }
+
+// PublishConversationDeleted tells every API replica that conversationID
+// was deleted, over core NATS, so each ends the event streams it holds for
+// it. Like PublishCancel it is a signal, not a record. NATS failures wrap
+// ErrUnavailable.
+func (b *Bus) PublishConversationDeleted(ctx context.Context, conversationID string) error {
+	if !idSafe(conversationID) {
+		return fmt.Errorf("publish conversation deleted: %w: id is empty or not printable ASCII", ErrInvalidID)
+	}
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("publish conversation deleted: %w: %s", ErrUnavailable, b.nc.Status())
+	}
+	if err := b.nc.PublishMsg(newMsg(ctx, b.cfg.deletedSubject(), "", []byte(conversationID))); err != nil {
+		return fmt.Errorf("publish conversation deleted: %w", unavailable(err))
+	}
+	ctx, cancel := withTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("publish conversation deleted: %w", unavailable(err))
+	}
+	return nil
+}
+
+// SubscribeConversationDeleted calls f with the id of every conversation
+// deleted from now on, on any replica. f runs on the subscription's one
+// goroutine, so it must be quick. stop unsubscribes.
+func (b *Bus) SubscribeConversationDeleted(f func(conversationID string)) (stop func(), err error) {
+	sub, err := b.nc.Subscribe(b.cfg.deletedSubject(), func(m *nats.Msg) {
+		if id := string(m.Data); idSafe(id) {
+			f(id)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe conversation deleted: %w", unavailable(err))
+	}
+	if err := b.registered(sub); err != nil {
+		return nil, fmt.Errorf("subscribe conversation deleted: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}

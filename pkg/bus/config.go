@@ -214,6 +214,7 @@ func (c Config) EventsStream() string {
 func (c Config) runsSubject() string    { return c.Prefix + ".runs" }
 func (c Config) eventsWildcard() string { return c.Prefix + ".events.*" }
 func (c Config) cancelSubject() string  { return c.Prefix + ".cancel" }
+func (c Config) deletedSubject() string { return c.Prefix + ".deleted" }
 func (c Config) eventsSubject(conversationID string) string {
 	return c.Prefix + ".events." + conversationID
 }

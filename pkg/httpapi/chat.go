@@ -112,6 +112,7 @@ type ChatBus interface {
 	ReadEvents(ctx context.Context, conversationID string, afterSeq uint64, max int) ([]chat.Event, error)
 	PurgeEvents(ctx context.Context, conversationID string) error
 	PublishCancel(ctx context.Context, runID string) error
+	PublishConversationDeleted(ctx context.Context, conversationID string) error
 	EventBounds(ctx context.Context) (first, last uint64, err error)
 }
 
@@ -581,9 +582,11 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 			s.reqLog(c).Warn("publish run.cancelled of a deleted conversation's run", "run_id", runID, "err", err)
 		}
 	}
-	// Its streams on this process end; those on other replicas stay until
-	// their clients go (the conversation has no events any more).
+	// Its streams end, here and (through the signal) on every replica.
 	s.deps.Chat.Events.EndConversation(id)
+	if err := s.deps.Chat.Bus.PublishConversationDeleted(ctx, id); err != nil {
+		s.reqLog(c).Warn("signal a deleted conversation to the other replicas", "conversation_id", id, "err", err)
+	}
 	if err := s.deps.Chat.Bus.PurgeEvents(ctx, id); err != nil {
 		s.reqLog(c).Warn("purge a deleted conversation's events", "conversation_id", id, "err", err)
 	}

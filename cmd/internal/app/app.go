@@ -67,7 +67,14 @@ func NewAPIServer(ctx context.Context, cfg Config, db *bun.DB, b *bus.Bus, log *
 		stopWaiter()
 		return nil, nil, fmt.Errorf("follow run events: %w", err)
 	}
-	stop = func() { stopFollow(); stopWaiter() }
+	// A conversation deleted through another replica ends its streams here.
+	stopDeleted, err := b.SubscribeConversationDeleted(hub.EndConversation)
+	if err != nil {
+		stopFollow()
+		stopWaiter()
+		return nil, nil, fmt.Errorf("subscribe to conversation deletes: %w", err)
+	}
+	stop = func() { stopDeleted(); stopFollow(); stopWaiter() }
 	srv = httpapi.New(cfg.HTTP, httpapi.Deps{
 		Auth:  verifier,
 		Tasks: todo.NewStore(db),

@@ -287,6 +287,20 @@ func TestSSERunEventSequence(t *testing.T) {
 	})
 }
 
+// TestSSEDeleteEndsStreamsOnEveryReplica: a conversation deleted through
+// one API instance ends its streams on the other one too.
+func TestSSEDeleteEndsStreamsOnEveryReplica(t *testing.T) {
+	s := newStack(t, bustest.Embedded(t), stackOptions{})
+	_, base2 := s.secondAPI(t)
+	u := s.newUser(t)
+	conv := u.chat(t, "add buy milk", "").ConversationID
+	here, _ := u.openEvents(t, "", conv, "", true)
+	there, _ := u.openEvents(t, base2, conv, "", true)
+	u.do(t, http.MethodDelete, u.path("/conversations/"+conv), "").want(t, http.StatusNoContent)
+	here.wantEnd(t)
+	there.wantEnd(t)
+}
+
 // TestSSEPostStreamsItsRun: POST /chat with Accept: text/event-stream
 // answers with the run's own events, headers flushed before the first one,
 // and ends after its final event.
