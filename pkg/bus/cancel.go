@@ -14,37 +14,63 @@ import (
 // the run's status in Postgres stays the authority. NATS failures wrap
 // ErrUnavailable.
 func (b *Bus) PublishCancel(ctx context.Context, runID string) error {
-	if !idSafe(runID) {
-		return fmt.Errorf("publish cancel: %w: run id is empty or not printable ASCII", ErrInvalidID)
-	}
-	if !b.nc.IsConnected() {
-		return fmt.Errorf("publish cancel: %w: %s", ErrUnavailable, b.nc.Status())
-	}
-	if err := b.nc.PublishMsg(newMsg(ctx, b.cfg.cancelSubject(), runID, []byte(runID))); err != nil {
-		return fmt.Errorf("publish cancel: %w", unavailable(err))
-	}
-	ctx, cancel := withTimeout(ctx, b.cfg.PublishTimeout)
-	defer cancel()
-	if err := b.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("publish cancel: %w", unavailable(err))
-	}
-	return nil
+	return b.signal(ctx, b.cfg.cancelSubject(), "publish cancel", runID, runID)
 }
 
 // SubscribeCancel calls f with the run id of every cancel signal from now
 // on. f runs on the subscription's one goroutine, so it must be quick.
 // stop unsubscribes.
 func (b *Bus) SubscribeCancel(f func(runID string)) (stop func(), err error) {
-	sub, err := b.nc.Subscribe(b.cfg.cancelSubject(), func(m *nats.Msg) {
+	return b.subscribeSignal(b.cfg.cancelSubject(), "subscribe cancel", f)
+}
+
+// PublishConversationDeleted tells every API replica that conversationID
+// was deleted, over core NATS, so each ends the event streams it holds for
+// it. Like PublishCancel it is a signal, not a record. NATS failures wrap
+// ErrUnavailable.
+func (b *Bus) PublishConversationDeleted(ctx context.Context, conversationID string) error {
+	return b.signal(ctx, b.cfg.deletedSubject(), "publish conversation deleted", conversationID, "")
+}
+
+// SubscribeConversationDeleted calls f with the id of every conversation
+// deleted from now on, on any replica. f runs on the subscription's one
+// goroutine, so it must be quick. stop unsubscribes.
+func (b *Bus) SubscribeConversationDeleted(f func(conversationID string)) (stop func(), err error) {
+	return b.subscribeSignal(b.cfg.deletedSubject(), "subscribe conversation deleted", f)
+}
+
+// signal publishes id on a core subject and waits until the server has it.
+func (b *Bus) signal(ctx context.Context, subject, op, id, msgID string) error {
+	if !idSafe(id) {
+		return fmt.Errorf("%s: %w: id is empty or not printable ASCII", op, ErrInvalidID)
+	}
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("%s: %w: %s", op, ErrUnavailable, b.nc.Status())
+	}
+	if err := b.nc.PublishMsg(newMsg(ctx, subject, msgID, []byte(id))); err != nil {
+		return fmt.Errorf("%s: %w", op, unavailable(err))
+	}
+	ctx, cancel := withTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("%s: %w", op, unavailable(err))
+	}
+	return nil
+}
+
+// subscribeSignal calls f with the id of every signal on subject, once the
+// server has the subscription.
+func (b *Bus) subscribeSignal(subject, op string, f func(id string)) (stop func(), err error) {
+	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) {
 		if id := string(m.Data); idSafe(id) {
 			f(id)
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("subscribe cancel: %w", unavailable(err))
+		return nil, fmt.Errorf("%s: %w", op, unavailable(err))
 	}
 	if err := b.registered(sub); err != nil {
-		return nil, fmt.Errorf("subscribe cancel: %w", err)
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
 }
@@ -58,44 +84,4 @@ func (b *Bus) registered(sub *nats.Subscription) error {
 		return unavailable(err)
 	}
 	return nil
-}
-
-// PublishConversationDeleted tells every API replica that conversationID
-// was deleted, over core NATS, so each ends the event streams it holds for
-// it. Like PublishCancel it is a signal, not a record. NATS failures wrap
-// ErrUnavailable.
-func (b *Bus) PublishConversationDeleted(ctx context.Context, conversationID string) error {
-	if !idSafe(conversationID) {
-		return fmt.Errorf("publish conversation deleted: %w: id is empty or not printable ASCII", ErrInvalidID)
-	}
-	if !b.nc.IsConnected() {
-		return fmt.Errorf("publish conversation deleted: %w: %s", ErrUnavailable, b.nc.Status())
-	}
-	if err := b.nc.PublishMsg(newMsg(ctx, b.cfg.deletedSubject(), "", []byte(conversationID))); err != nil {
-		return fmt.Errorf("publish conversation deleted: %w", unavailable(err))
-	}
-	ctx, cancel := withTimeout(ctx, b.cfg.PublishTimeout)
-	defer cancel()
-	if err := b.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("publish conversation deleted: %w", unavailable(err))
-	}
-	return nil
-}
-
-// SubscribeConversationDeleted calls f with the id of every conversation
-// deleted from now on, on any replica. f runs on the subscription's one
-// goroutine, so it must be quick. stop unsubscribes.
-func (b *Bus) SubscribeConversationDeleted(f func(conversationID string)) (stop func(), err error) {
-	sub, err := b.nc.Subscribe(b.cfg.deletedSubject(), func(m *nats.Msg) {
-		if id := string(m.Data); idSafe(id) {
-			f(id)
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("subscribe conversation deleted: %w", unavailable(err))
-	}
-	if err := b.registered(sub); err != nil {
-		return nil, fmt.Errorf("subscribe conversation deleted: %w", err)
-	}
-	return func() { _ = sub.Unsubscribe() }, nil
 }

@@ -280,12 +280,7 @@ func (s *Server) postChat(c *fiber.Ctx) error {
 
 	// The message is committed: from here on the request succeeds. A
 	// publish that fails is the relay's to repeat.
-	var cursor uint64
-	if turn.Created {
-		cursor = s.announce(ctx, turn)
-	} else {
-		cursor = s.cursorOf(ctx, run)
-	}
+	cursor := s.runCursor(ctx, turn)
 	if async {
 		return s.accepted(c, user, turn, cursor)
 	}
@@ -347,6 +342,30 @@ func (s *Server) announce(ctx context.Context, turn chat.Turn) uint64 {
 		log.Warn("publish run request; the relay will retry", "run_id", run.ID, "err", err)
 	}
 	return cursor
+}
+
+// runCursor announces a new turn's run (see announce), or finds an
+// existing run's cursor (an idempotent replay), and returns the events
+// cursor just before the run's first event.
+func (s *Server) runCursor(ctx context.Context, turn chat.Turn) uint64 {
+	if turn.Created {
+		return s.announce(ctx, turn)
+	}
+	return s.cursorOf(ctx, turn.Run)
+}
+
+// publishCancelled publishes run.cancelled for a run no worker will end
+// (cancelled while queued, or its conversation deleted), under the run's
+// final event id, so that requests waiting for it, on any replica, answer
+// at once.
+func (s *Server) publishCancelled(c *fiber.Ctx, conversationID, runID string) {
+	ev, err := chat.NewEvent(chat.EventRunCancelled, conversationID, runID, chat.RunCancelledData{RunID: runID})
+	if err == nil {
+		_, err = s.deps.Chat.Bus.PublishEvent(c.UserContext(), ev, chat.FinalEventID(runID))
+	}
+	if err != nil {
+		s.reqLog(c).Warn("publish run.cancelled", "run_id", runID, "err", err)
+	}
 }
 
 // cursorOf finds the cursor just before an existing run's run.queued
@@ -438,12 +457,7 @@ func (s *Server) streamRun(c *fiber.Ctx, user string, turn chat.Turn) error {
 	run := turn.Run
 	hub := s.deps.Chat.Events
 	sub, subErr := hub.subscribe(user, run.ConversationID, s.chatCfg.SSEMaxStreamsPerUser)
-	var cursor uint64
-	if turn.Created {
-		cursor = s.announce(ctx, turn)
-	} else {
-		cursor = s.cursorOf(ctx, run)
-	}
+	cursor := s.runCursor(ctx, turn)
 	if subErr != nil {
 		return s.accepted(c, user, turn, cursor)
 	}
@@ -452,14 +466,8 @@ func (s *Server) streamRun(c *fiber.Ctx, user string, turn chat.Turn) error {
 		hub.unsubscribe(sub)
 		return s.accepted(c, user, turn, cursor)
 	}
-	c.Status(fiber.StatusOK)
-	c.Set(fiber.HeaderContentType, "text/event-stream")
-	c.Set(fiber.HeaderCacheControl, "no-cache")
-	c.Set("X-Accel-Buffering", "no")
-	st := &eventStream{s: s, hub: hub, sub: sub, conv: run.ConversationID, runID: run.ID, finished: run.Status.Final(),
-		plan: streamPlan{after: cursor, last: last}, log: s.reqLog(c)}
-	c.Context().SetBodyStreamWriter(st.run)
-	return nil
+	return startStream(c, &eventStream{s: s, hub: hub, sub: sub, conv: run.ConversationID, runID: run.ID, finished: run.Status.Final(),
+		plan: streamPlan{after: cursor, last: last}, log: s.reqLog(c)})
 }
 
 // preferAsync reports whether the request asked for the 202 answer.
@@ -571,16 +579,8 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 			s.reqLog(c).Warn("signal cancel of a deleted conversation's run", "run_id", runID, "err", err)
 		}
 		// No worker publishes anything for a deleted run: announce its end
-		// here, so that requests waiting for it, on any replica, answer now
-		// instead of at their sync timeout. The purge below then removes it
-		// from the stream with the rest.
-		ev, err := chat.NewEvent(chat.EventRunCancelled, id, runID, chat.RunCancelledData{RunID: runID})
-		if err == nil {
-			_, err = s.deps.Chat.Bus.PublishEvent(ctx, ev, chat.FinalEventID(runID))
-		}
-		if err != nil {
-			s.reqLog(c).Warn("publish run.cancelled of a deleted conversation's run", "run_id", runID, "err", err)
-		}
+		// here. The purge below then removes it from the stream with the rest.
+		s.publishCancelled(c, id, runID)
 	}
 	// Its streams end, here and (through the signal) on every replica.
 	s.deps.Chat.Events.EndConversation(id)
@@ -632,18 +632,11 @@ func (s *Server) cancelRun(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	cb := s.deps.Chat.Bus
 	if run.Status == chat.RunCancelled {
 		// It never started: announce its end here.
-		ev, err := chat.NewEvent(chat.EventRunCancelled, run.ConversationID, run.ID, chat.RunCancelledData{RunID: run.ID})
-		if err == nil {
-			_, err = cb.PublishEvent(ctx, ev, chat.FinalEventID(run.ID))
-		}
-		if err != nil {
-			s.reqLog(c).Warn("publish run.cancelled", "run_id", run.ID, "err", err)
-		}
+		s.publishCancelled(c, run.ConversationID, run.ID)
 		s.wakeNext(c, user, run.ConversationID)
-	} else if err := cb.PublishCancel(ctx, run.ID); err != nil {
+	} else if err := s.deps.Chat.Bus.PublishCancel(ctx, run.ID); err != nil {
 		// The worker also reads the request from Postgres at its next lease
 		// renewal.
 		s.reqLog(c).Warn("signal cancel", "run_id", run.ID, "err", err)

@@ -222,11 +222,16 @@ func (s *Server) streamEvents(c *fiber.Ctx) error {
 			plan.reset = "cursor_unknown"
 		}
 	}
+	return startStream(c, &eventStream{s: s, hub: hub, sub: sub, conv: conv, plan: plan, log: s.reqLog(c)})
+}
+
+// startStream answers 200 with the event-stream headers and hands the
+// body to st, which writes it after the handler returns.
+func startStream(c *fiber.Ctx, st *eventStream) error {
 	c.Status(fiber.StatusOK)
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
-	st := &eventStream{s: s, hub: hub, sub: sub, conv: conv, plan: plan, log: s.reqLog(c)}
 	c.Context().SetBodyStreamWriter(st.run)
 	return nil
 }
