@@ -129,10 +129,10 @@ type Chat struct {
 	Events *EventHub
 }
 
-// RunWaiter lets POST /chat wait for its run's final event. One
-// subscription per process feeds it (the wiring passes Deliver to
-// bus.SubscribeEvents); a request registers before its run is published,
-// so the final event cannot slip past it.
+// RunWaiter lets POST /chat wait for its run's final event. The process's
+// one events follower feeds it (the wiring passes Deliver to
+// bus.FollowEvents, beside the EventHub's); a request registers before its
+// run is published, so the final event cannot slip past it.
 type RunWaiter struct {
 	mu sync.Mutex
 	m  map[string][]chan chat.Event

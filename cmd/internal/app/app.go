@@ -45,36 +45,35 @@ func OpenDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*bun.DB, e
 }
 
 // NewAPIServer builds the HTTP API over db and b: the credential verifier,
-// the stores, the chat routes, the one events subscription that wakes
-// waiting requests and the one events follower that feeds the event
-// streams. stop ends both; call it after the server has shut down.
+// the stores, the chat routes, and the process's one events follower, which
+// feeds both the event streams and the requests waiting for a run's end,
+// plus the subscription to conversation deletes. stop ends them; call it
+// after the server has shut down.
 func NewAPIServer(ctx context.Context, cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (srv *httpapi.Server, stop func(), err error) {
 	verifier, err := auth.NewVerifier(cfg.Auth, authstore.NewStore(db), auth.WithLogger(log))
 	if err != nil {
 		return nil, nil, err
 	}
+	// One follower of the events stream feeds this process's event streams
+	// and the sync requests waiting for their run's final event.
 	waiter := httpapi.NewRunWaiter()
-	stopWaiter, err := b.SubscribeEvents(waiter.Deliver)
-	if err != nil {
-		return nil, nil, fmt.Errorf("subscribe to run events: %w", err)
-	}
-	// One follower feeds every event stream of this process.
 	hub := httpapi.NewEventHub(cfg.Chat.SSEBuffer)
 	ctx, cancel := context.WithTimeout(ctx, cfg.NATS.PublishTimeout+5*time.Second)
 	defer cancel()
-	stopFollow, err := b.FollowEvents(ctx, hub.Deliver)
+	stopFollow, err := b.FollowEvents(ctx, func(ev chat.Event) {
+		hub.Deliver(ev)
+		waiter.Deliver(ev)
+	})
 	if err != nil {
-		stopWaiter()
 		return nil, nil, fmt.Errorf("follow run events: %w", err)
 	}
 	// A conversation deleted through another replica ends its streams here.
 	stopDeleted, err := b.SubscribeConversationDeleted(hub.EndConversation)
 	if err != nil {
 		stopFollow()
-		stopWaiter()
 		return nil, nil, fmt.Errorf("subscribe to conversation deletes: %w", err)
 	}
-	stop = func() { stopDeleted(); stopFollow(); stopWaiter() }
+	stop = func() { stopDeleted(); stopFollow() }
 	srv = httpapi.New(cfg.HTTP, httpapi.Deps{
 		Auth:  verifier,
 		Tasks: todo.NewStore(db),
