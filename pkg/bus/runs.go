@@ -163,6 +163,16 @@ func (b *Bus) Fetch(ctx context.Context, max int, wait time.Duration) ([]*Delive
 			}
 		}
 	}
+	if n := len(msgs); n > 0 && n < max {
+		// A no-wait pull may hand over only part of what is waiting (the
+		// server answers with what it has at hand): top up once, so free
+		// slots are not left idle while requests wait.
+		more, err := collect(b.workers.FetchNoWait(max - n))
+		msgs = append(msgs, more...)
+		if err != nil {
+			return b.deliveries(ctx, msgs), fmt.Errorf("fetch run requests: %w", unavailable(err))
+		}
+	}
 	if len(msgs) == 0 && ctx.Err() != nil {
 		return nil, fmt.Errorf("fetch run requests: %w", ctx.Err())
 	}
