@@ -206,6 +206,16 @@ table "runs" {
     type    = timestamptz
     default = sql("now()")
   }
+  # Tokens of the model calls of the attempt that finished the run; null
+  # when the model's server did not report them.
+  column "prompt_tokens" {
+    type = integer
+    null = true
+  }
+  column "completion_tokens" {
+    type = integer
+    null = true
+  }
   primary_key {
     columns = [column.id]
   }
@@ -226,6 +236,9 @@ table "runs" {
   }
   check "runs_attempts" {
     expr = "attempts >= 0"
+  }
+  check "runs_tokens" {
+    expr = "(prompt_tokens IS NULL) = (completion_tokens IS NULL) AND coalesce(prompt_tokens, 0) >= 0 AND coalesce(completion_tokens, 0) >= 0"
   }
   # A run is finished exactly when it has a final status.
   check "runs_finished_at" {

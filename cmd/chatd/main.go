@@ -64,7 +64,10 @@ func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	defer b.Close()
 
 	// Workers.
-	w, relay := app.NewWorkers(cfg, db, b, log)
+	w, relay, err := app.NewWorkers(cfg, db, b, log)
+	if err != nil {
+		return err
+	}
 	workersDone := make(chan error, 1)
 	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorkers()

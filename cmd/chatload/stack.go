@@ -137,7 +137,10 @@ func startStack(ctx context.Context, getenv config.Getenv, logOut, errOut io.Wri
 	})
 
 	// Workers, stopped after the API.
-	w, relay := app.NewWorkers(cfg, db, b, log)
+	w, relay, err := app.NewWorkers(cfg, db, b, log)
+	if err != nil {
+		return nil, err
+	}
 	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	workersDone := make(chan error, 1)
 	go func() { workersDone <- app.RunWorkers(workersCtx, cfg, w, relay, log) }()

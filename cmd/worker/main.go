@@ -52,6 +52,11 @@ func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	}
 	defer b.Close()
 
+	w, relay, err := app.NewWorkers(cfg, db, b, log)
+	if err != nil {
+		return err
+	}
+
 	// Probes, when asked for.
 	var wg sync.WaitGroup
 	if cfg.WorkerHTTPAddr != "" {
@@ -65,7 +70,6 @@ func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 
 	// Work until SIGTERM; then stop pulling and wait for the runs in
 	// flight, at most SHUTDOWN_TIMEOUT.
-	w, relay := app.NewWorkers(cfg, db, b, log)
 	err = app.RunWorkers(ctx, cfg, w, relay, log)
 	wg.Wait()
 	if err != nil {

@@ -39,8 +39,24 @@ import (
 )
 
 // ErrTransient is wrapped by provider and tool errors worth retrying (the
-// model did not answer, the database blinked); the run is then retried.
+// model's stream broke, the database blinked); the run is then retried.
 var ErrTransient = errors.New("agent: transient failure")
+
+// Provider errors that end a run at once, each with its own code: the
+// provider has already retried what was worth retrying.
+var (
+	// ErrModelUnavailable: the model could not be reached, or kept
+	// answering 429 or 5xx, through the provider's retries.
+	ErrModelUnavailable = errors.New("agent: model unavailable")
+	// ErrModelTimeout: one model call took longer than its timeout.
+	ErrModelTimeout = errors.New("agent: model call timed out")
+	// ErrModelRejected: the model's server refused the request (4xx: a
+	// wrong key, an unknown model, a request too long for it).
+	ErrModelRejected = errors.New("agent: model rejected the request")
+	// ErrBadResponse: the model answered something that cannot be used (a
+	// chunk that is not JSON, an empty answer).
+	ErrBadResponse = errors.New("agent: unusable model response")
+)
 
 // Roles of Message.
 const (
@@ -88,14 +104,36 @@ type Request struct {
 type Turn struct {
 	Text  string
 	Calls []Call
+	// Usage is what the turn cost, when the model's server said (zero
+	// otherwise).
+	Usage Usage
+}
+
+// Usage counts the tokens of model calls. Many OpenAI-compatible servers
+// do not report them; Reported tells a zero count from an unknown one.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int
+	Reported         bool
+}
+
+// Add returns the sum of u and v (reported when either was).
+func (u Usage) Add(v Usage) Usage {
+	return Usage{
+		PromptTokens:     u.PromptTokens + v.PromptTokens,
+		CompletionTokens: u.CompletionTokens + v.CompletionTokens,
+		Reported:         u.Reported || v.Reported,
+	}
 }
 
 // Provider is a model. Implementations are safe for concurrent use.
 type Provider interface {
 	// Complete runs one turn. It calls onDelta with each piece of text as it
 	// is generated (from the calling goroutine, in order) and returns the
-	// whole turn. An error means the turn produced nothing usable; errors
-	// worth retrying wrap ErrTransient.
+	// whole turn. An error means the turn produced nothing usable (the
+	// returned Turn may still carry its Usage); errors worth retrying wrap
+	// ErrTransient, and the model errors above end the run with their code.
+	// When ctx ends, Complete returns promptly.
 	Complete(ctx context.Context, req Request, onDelta func(text string)) (Turn, error)
 	// Model names the model, for the assistant message's model field.
 	Model() string
@@ -149,4 +187,6 @@ type Result struct {
 	Text  string
 	Calls []RecordedCall
 	Model string
+	// Usage sums the model calls of this attempt.
+	Usage Usage
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,11 +18,11 @@ var ErrRoundsExceeded = errors.New("agent: too many tool rounds")
 const DefaultMaxRounds = 8
 
 // DefaultSystemPrompt is the system message of an Agent made without
-// WithSystemPrompt. It tells a real model how to use the five tools; the
-// offline provider ignores it.
-const DefaultSystemPrompt = `You are taskchat's assistant. You manage the user's to-do list with the tools add_task, list_tasks, complete_task, delete_task and update_task; they always act for the user you are talking to.
-Use the tools for every change and every question about the tasks; never invent task ids: when the user names a task by its words, call list_tasks first and pick the task whose title matches. When several tasks match equally, ask which one, listing them. When a tool returns {"status":"error"}, explain the problem in plain words.
-Answer briefly and in a friendly tone.`
+// WithSystemPrompt: prompt.txt, which tells a real model how to behave and
+// how to use the five tools. The offline provider ignores it.
+//
+//go:embed prompt.txt
+var DefaultSystemPrompt string
 
 // Agent runs the assistant's loop over one Provider. It holds no per-run
 // state and is safe for concurrent use.
@@ -69,8 +70,8 @@ func (a *Agent) Model() string { return a.provider.Model() }
 // Errors: a provider or tool error is returned wrapped (so errors.Is finds
 // ErrTransient); the cap gives an error wrapping ErrRoundsExceeded; when
 // ctx ends Run returns ctx.Err() itself. With an error, the Result holds
-// the calls made so far (what the ledger already has) and the model name,
-// and no text.
+// the calls made so far (what the ledger already has), the usage so far and
+// the model name, and no text.
 func (a *Agent) Run(ctx context.Context, in Input, tools ToolRunner, sink Sink) (Result, error) {
 	if sink == nil {
 		sink = discard{}
@@ -107,6 +108,7 @@ func (a *Agent) Run(ctx context.Context, in Input, tools ToolRunner, sink Sink) 
 			return res, err
 		}
 		turn, err := a.provider.Complete(ctx, Request{Messages: msgs, Tools: specs}, sink.Delta)
+		res.Usage = res.Usage.Add(turn.Usage)
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err()

@@ -118,8 +118,18 @@ type Run struct {
 	CreatedAt          time.Time  `json:"created_at"`
 	StartedAt          *time.Time `json:"started_at"`
 	FinishedAt         *time.Time `json:"finished_at"`
+	// Usage is the tokens the run's model calls took, null until the run
+	// finished or when the model's server did not say.
+	Usage *Usage `json:"usage"`
 	// UserID owns the run (never shown to clients: it is in the path).
 	UserID string `json:"-"`
+}
+
+// Usage counts a run's model tokens: the calls of the attempt that
+// finished it.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
 }
 
 // Error codes of failed or cancelled runs.
@@ -129,4 +139,25 @@ const (
 	CodeAttemptsExceeded = "ATTEMPTS_EXCEEDED"
 	CodeAgentError       = "AGENT_ERROR"
 	CodeToolRoundsCapped = "TOOL_ROUNDS_EXCEEDED"
+	// The model could not be reached, or kept answering 429 or 5xx,
+	// through the retries.
+	CodeAIUnavailable = "AI_UNAVAILABLE"
+	// A model call, or the whole run, took longer than its timeout.
+	CodeAITimeout = "AI_TIMEOUT"
+	// The model's server refused the request (a wrong key, an unknown
+	// model, a conversation too long for it): a setting to fix.
+	CodeAIRejected = "AI_REJECTED"
+	// The model answered something that cannot be used.
+	CodeAIBadResponse = "AI_BAD_RESPONSE"
 )
+
+// Retryable reports whether sending the same message again may succeed
+// after a run failed with e: the failure was the moment's, not the
+// request's or the configuration's.
+func (e RunError) Retryable() bool {
+	switch e.Code {
+	case CodeAttemptsExceeded, CodeAIUnavailable, CodeAITimeout, CodeAIBadResponse:
+		return true
+	}
+	return false
+}

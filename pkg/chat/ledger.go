@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/taskchat/taskchat/pkg/validate"
@@ -172,6 +173,8 @@ type Finish struct {
 	// Answer, when not nil, becomes the run's assistant message (a
 	// cancelled run keeps what was produced).
 	Answer *Answer
+	// Usage, when not nil, is stored as the run's token counts.
+	Usage *Usage
 }
 
 // Answer is the assistant message a run writes.
@@ -264,6 +267,9 @@ func (s *Store) finish(ctx context.Context, userID, id, owner string, f Finish) 
 	} else {
 		q = q.Set("error_code = NULL").Set("error_message = NULL")
 	}
+	if u := f.Usage; u != nil {
+		q = q.Set("prompt_tokens = ?", u.PromptTokens).Set("completion_tokens = ?", u.CompletionTokens)
+	}
 	if err := q.Returning("*").Scan(ctx); err != nil {
 		return Run{}, nil, translate(op, err)
 	}
@@ -298,6 +304,10 @@ func (f Finish) normalize() (Finish, error) {
 	if f.Error != nil {
 		e := RunError{Code: modelText(f.Error.Code), Message: modelText(f.Error.Message)}
 		f.Error = &e
+	}
+	if u := f.Usage; u != nil && (u.PromptTokens < 0 || u.CompletionTokens < 0 ||
+		u.PromptTokens > math.MaxInt32 || u.CompletionTokens > math.MaxInt32) {
+		v.Add("usage", "token counts must be from 0 to 2147483647")
 	}
 	if a := f.Answer; a != nil {
 		c := *a

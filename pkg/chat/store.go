@@ -248,6 +248,8 @@ type runRow struct {
 	StartedAt          *time.Time `bun:"started_at"`
 	FinishedAt         *time.Time `bun:"finished_at"`
 	UpdatedAt          time.Time  `bun:"updated_at,nullzero,notnull,default:now()"`
+	PromptTokens       *int       `bun:"prompt_tokens"`
+	CompletionTokens   *int       `bun:"completion_tokens"`
 
 	// LeaseLive is lease_expires_at > now() and KeyFresh is created_at
 	// within IdempotencyWindow, by the database's clock, where a query asks.
@@ -273,6 +275,9 @@ func (r runRow) wire() Run {
 		if r.ErrorMessage != nil {
 			run.Error.Message = *r.ErrorMessage
 		}
+	}
+	if r.PromptTokens != nil && r.CompletionTokens != nil {
+		run.Usage = &Usage{PromptTokens: *r.PromptTokens, CompletionTokens: *r.CompletionTokens}
 	}
 	return run
 }

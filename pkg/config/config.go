@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -158,6 +159,21 @@ func (r *Reader) Duration(key string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// OptionalFloat returns key's value as a number, or nil when unset: for
+// settings whose absence means "leave it to the other side".
+func (r *Reader) OptionalFloat(key string) *float64 {
+	v := r.raw(key, "(unset)", plain)
+	if v == "" {
+		return nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		r.Fail(key, fmt.Sprintf("must be a number, got %q", v))
+		return nil
+	}
+	return &f
 }
 
 // Bool returns key's value as a boolean (true/false, 1/0), or def when unset.

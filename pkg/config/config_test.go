@@ -19,7 +19,7 @@ func env(m map[string]string) config.Getenv {
 func TestReaderParsesEveryKind(t *testing.T) {
 	r := config.NewReader(env(map[string]string{
 		"S": "  text  ", "I": "42", "D": "1m30s", "B": "true", "L": "debug",
-		"O": "TEXT", "Z": "128KiB", "LIST": " a, ,b ,", "U": "postgres://u:pw@h/db",
+		"O": "TEXT", "Z": "128KiB", "LIST": " a, ,b ,", "U": "postgres://u:pw@h/db", "F": " 0.25 ",
 	}))
 	if got := r.String("S", "def"); got != "text" {
 		t.Errorf("String = %q (values are trimmed)", got)
@@ -48,6 +48,12 @@ func TestReaderParsesEveryKind(t *testing.T) {
 	if got := strings.Join(r.List("LIST"), "|"); got != "a|b" {
 		t.Errorf("List = %q", got)
 	}
+	if got := r.OptionalFloat("F"); got == nil || *got != 0.25 {
+		t.Errorf("OptionalFloat = %v, want 0.25", got)
+	}
+	if got := r.OptionalFloat("UNSET_F"); got != nil {
+		t.Errorf("OptionalFloat of an unset variable = %v, want nil", *got)
+	}
 	if got := r.URL("U", ""); got != "postgres://u:pw@h/db" {
 		t.Errorf("URL = %q (the value itself is not masked, only its log form)", got)
 	}
@@ -58,8 +64,9 @@ func TestReaderParsesEveryKind(t *testing.T) {
 
 func TestReaderReportsEveryProblemOnce(t *testing.T) {
 	r := config.NewReader(env(map[string]string{
-		"I": "many", "D": "-1s", "B": "perhaps", "L": "loud", "O": "xml", "Z": "lots",
+		"I": "many", "D": "-1s", "B": "perhaps", "L": "loud", "O": "xml", "Z": "lots", "F": "NaN",
 	}))
+	r.OptionalFloat("F")
 	r.Int("I", 1)
 	r.Duration("D", time.Second)
 	r.Bool("B", false)
@@ -71,7 +78,7 @@ func TestReaderReportsEveryProblemOnce(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for a broken environment")
 	}
-	for _, name := range []string{"I ", "D ", "B ", "L ", "O ", "Z ", "X "} {
+	for _, name := range []string{"I ", "D ", "B ", "L ", "O ", "Z ", "F ", "X "} {
 		if n := strings.Count(err.Error(), "\n"+name) + strings.Count(err.Error(), ": "+name); n != 1 {
 			t.Errorf("%q is reported %d times in %v", name, n, err)
 		}

@@ -40,6 +40,10 @@ const (
 func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, cancelRequested bool, d *bus.Delivery) outcome {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The per-run bound (AI_RUN_TIMEOUT) covers this attempt: a model that
+	// keeps streaming, or keeps calling tools, is stopped here.
+	runCtx, stopTimer := context.WithTimeoutCause(runCtx, w.cfg.RunTimeout, errRunTimeout)
+	defer stopTimer()
 	if cancelRequested {
 		// Cancelled while its previous worker held it: end it at once.
 		cancel(errCancelRequested)
@@ -93,19 +97,25 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 	cause := context.Cause(runCtx)
 	finishCtx := context.WithoutCancel(ctx)
 
+	usage := runUsage(res.Usage)
 	switch {
 	case err == nil:
 		return w.finish(finishCtx, log, ev, run, chat.Finish{
 			Status: chat.RunCompleted,
 			Answer: &chat.Answer{Content: res.Text, ToolCalls: toolCalls(res.Calls), Model: res.Model},
+			Usage:  usage,
 		})
 	case errors.Is(cause, errCancelRequested):
 		// What was produced is kept: the partial text and the calls made.
-		f := chat.Finish{Status: chat.RunCancelled, Error: &chat.RunError{Code: chat.CodeCancelled, Message: "cancelled by the user"}}
+		f := chat.Finish{Status: chat.RunCancelled, Error: &chat.RunError{Code: chat.CodeCancelled, Message: "cancelled by the user"}, Usage: usage}
 		if text := ev.text(); text != "" || len(res.Calls) > 0 {
 			f.Answer = &chat.Answer{Content: text, ToolCalls: toolCalls(res.Calls), Model: w.agent.Model()}
 		}
 		return w.finish(finishCtx, log, ev, run, f)
+	case errors.Is(cause, errRunTimeout):
+		log.Warn("run timed out", "timeout", w.cfg.RunTimeout)
+		return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed, Usage: usage,
+			Error: &chat.RunError{Code: chat.CodeAITimeout, Message: fmt.Sprintf("the assistant took longer than %s", w.cfg.RunTimeout)}})
 	case errors.Is(cause, errLeaseLost), errors.Is(err, chat.ErrLeaseLost), errors.Is(err, chat.ErrNotFound):
 		if w.purgeIfGone(finishCtx, log, ev, run) {
 			return outcomeGone
@@ -116,8 +126,14 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 		log.Info("run handed back on shutdown")
 		return outcomeHandBack
 	case errors.Is(err, agent.ErrRoundsExceeded):
-		return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed,
+		return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed, Usage: usage,
 			Error: &chat.RunError{Code: chat.CodeToolRoundsCapped, Message: "the assistant used too many tool rounds"}})
+	case modelError(err) != nil:
+		// The provider retried what was worth retrying; running the
+		// attempt again would only repeat that.
+		rerr := modelError(err)
+		log.Warn("model call failed", "code", rerr.Code, "err", err)
+		return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed, Usage: usage, Error: rerr})
 	case isTransient(err):
 		log.Warn("run attempt failed; will retry", "err", err)
 		return outcomeRetry
@@ -129,6 +145,32 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 		}
 		return outcomeRetry
 	}
+}
+
+// modelError is the run error a provider failure ends the run with, or
+// nil when err is not one. The messages are for the user: the details
+// (status codes, the server's words) go to the log.
+func modelError(err error) *chat.RunError {
+	switch {
+	case errors.Is(err, agent.ErrModelTimeout):
+		return &chat.RunError{Code: chat.CodeAITimeout, Message: "the assistant's model took too long to answer"}
+	case errors.Is(err, agent.ErrModelUnavailable):
+		return &chat.RunError{Code: chat.CodeAIUnavailable, Message: "the assistant's model could not be reached; try again in a moment"}
+	case errors.Is(err, agent.ErrModelRejected):
+		return &chat.RunError{Code: chat.CodeAIRejected, Message: "the assistant's model refused the request; check the AI settings"}
+	case errors.Is(err, agent.ErrBadResponse):
+		return &chat.RunError{Code: chat.CodeAIBadResponse, Message: "the assistant's model sent an answer that could not be used"}
+	}
+	return nil
+}
+
+// runUsage is the usage to store on the run, nil when the model's server
+// reported none.
+func runUsage(u agent.Usage) *chat.Usage {
+	if !u.Reported {
+		return nil
+	}
+	return &chat.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens}
 }
 
 // finish writes the final status (and answer) in one transaction, then
@@ -331,7 +373,7 @@ func (e *emitter) publishFinal(ctx context.Context, run chat.Run, msg *chat.Mess
 		data := chat.RunFailedData{RunID: run.ID, Error: chat.RunError{Code: chat.CodeAgentError}}
 		if run.Error != nil {
 			data.Error = *run.Error
-			data.Retryable = run.Error.Code == chat.CodeAttemptsExceeded
+			data.Retryable = run.Error.Retryable()
 		}
 		e.publishID(ctx, chat.EventRunFailed, chat.FinalEventID(run.ID), data)
 	}

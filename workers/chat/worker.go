@@ -49,6 +49,7 @@ const (
 	DefaultEventBacklog    = 256
 	DefaultNakDelay        = time.Second
 	DefaultMaxNakDelay     = 30 * time.Second
+	DefaultRunTimeout      = 5 * time.Minute
 )
 
 // Config tunes a Worker. The zero value of each field means its default.
@@ -66,6 +67,9 @@ type Config struct {
 	// HistoryMessages bounds the history the agent sees
 	// (AI_HISTORY_MESSAGES).
 	HistoryMessages int
+	// RunTimeout bounds one attempt of a run: model calls and tools
+	// together (AI_RUN_TIMEOUT). The run then fails with AI_TIMEOUT.
+	RunTimeout time.Duration
 	// FetchWait bounds one pull; it is how quickly an idle worker notices
 	// shutdown.
 	FetchWait time.Duration
@@ -91,6 +95,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HistoryMessages <= 0 {
 		c.HistoryMessages = DefaultHistoryMessages
+	}
+	if c.RunTimeout <= 0 {
+		c.RunTimeout = DefaultRunTimeout
 	}
 	if c.FetchWait <= 0 {
 		c.FetchWait = DefaultFetchWait
@@ -124,6 +131,9 @@ func (c Config) Validate() error {
 	}
 	if c.HistoryMessages < 0 || c.HistoryMessages > 1000 {
 		errs = append(errs, fmt.Errorf("AI_HISTORY_MESSAGES must be from 1 to 1000, got %d", c.HistoryMessages))
+	}
+	if c.RunTimeout < 0 || (c.RunTimeout > 0 && c.RunTimeout < time.Second) {
+		errs = append(errs, fmt.Errorf("AI_RUN_TIMEOUT must be at least 1s, got %s", c.RunTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -193,6 +203,7 @@ var (
 	errCancelRequested = errors.New("run cancelled by the user")
 	errLeaseLost       = errors.New("run lease lost")
 	errShutdown        = errors.New("worker shutting down")
+	errRunTimeout      = errors.New("run timed out")
 )
 
 // Run pulls and runs requests until ctx ends. Then it stops pulling and

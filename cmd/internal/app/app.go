@@ -25,6 +25,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/dbschema"
 	"github.com/taskchat/taskchat/pkg/httpapi"
+	"github.com/taskchat/taskchat/pkg/llm"
 	"github.com/taskchat/taskchat/pkg/natsembed"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 	"github.com/taskchat/taskchat/pkg/todo"
@@ -114,9 +115,25 @@ func StartNATS(cfg Config) (*natsembed.Server, error) {
 }
 
 // NewWorkers builds the chat worker and the relay over db and b.
-func NewWorkers(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (*chatworker.Worker, *chatworker.Relay) {
-	a := agent.New(agent.NewOffline(), agent.WithMaxRounds(cfg.Agent.MaxToolRounds))
-	return chatworker.New(cfg.Worker, db, b, a, log), chatworker.NewRelay(cfg.Relay, db, b, log)
+func NewWorkers(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (*chatworker.Worker, *chatworker.Relay, error) {
+	p, err := NewProvider(cfg.Agent)
+	if err != nil {
+		return nil, nil, err
+	}
+	a := agent.New(p, agent.WithMaxRounds(cfg.Agent.MaxToolRounds))
+	return chatworker.New(cfg.Worker, db, b, a, log), chatworker.NewRelay(cfg.Relay, db, b, log), nil
+}
+
+// NewProvider returns the model cfg chooses.
+func NewProvider(cfg AgentConfig) (agent.Provider, error) {
+	if cfg.Provider != ProviderOpenAI {
+		return agent.NewOffline(), nil
+	}
+	p, err := llm.New(cfg.OpenAI)
+	if err != nil {
+		return nil, fmt.Errorf("AI provider: %w", err)
+	}
+	return p, nil
 }
 
 // RunWorkers runs w and the relay until ctx ends, then waits for the runs

@@ -5,10 +5,12 @@ import (
 	"sort"
 	"time"
 
+	"github.com/taskchat/taskchat/pkg/agent"
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/bus"
 	"github.com/taskchat/taskchat/pkg/config"
 	"github.com/taskchat/taskchat/pkg/httpapi"
+	"github.com/taskchat/taskchat/pkg/llm"
 	"github.com/taskchat/taskchat/pkg/pgdb"
 	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
@@ -86,12 +88,22 @@ type Config struct {
 	Env *config.Reader
 }
 
+// Providers of AgentConfig.
+const (
+	ProviderOffline = "offline"
+	ProviderOpenAI  = "openai"
+)
+
 // AgentConfig chooses and bounds the assistant.
 type AgentConfig struct {
-	// Provider is "offline" (the built-in agent) (AI_PROVIDER).
+	// Provider is ProviderOffline (the built-in agent) or ProviderOpenAI
+	// (any OpenAI-compatible server) (AI_PROVIDER; openai by default when
+	// OPENAI_API_KEY or OPENAI_BASE_URL is set).
 	Provider string
 	// MaxToolRounds caps the tool rounds of one run (AI_MAX_TOOL_ROUNDS).
 	MaxToolRounds int
+	// OpenAI is the model's server and settings, for ProviderOpenAI.
+	OpenAI llm.Config
 }
 
 // Load reads and validates the configuration of service; every problem is
@@ -144,18 +156,49 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 		if ack := cfg.NATS.AckWait; ack > 0 && ack <= cfg.Worker.Lease/3 {
 			r.Fail("RUN_ACK_WAIT", fmt.Sprintf("must be longer than a sixth of RUN_RESUME_AFTER (%s), got %s", cfg.Worker.Lease/3, ack))
 		}
-		cfg.Agent = AgentConfig{
-			Provider:      r.OneOf("AI_PROVIDER", "offline", "offline"),
-			MaxToolRounds: r.Int("AI_MAX_TOOL_ROUNDS", 8),
-		}
-		if cfg.Agent.MaxToolRounds < 1 || cfg.Agent.MaxToolRounds > 50 {
-			r.Fail("AI_MAX_TOOL_ROUNDS", "must be from 1 to 50")
-		}
+		cfg.Agent = agentConfig(r)
 		if service == ServiceWorker {
 			cfg.WorkerHTTPAddr = r.String("WORKER_HTTP_ADDR", "")
 		}
 	}
 	return cfg, r.Err()
+}
+
+// agentConfig reads the assistant's settings: which provider, and the
+// model's server for the openai one. Every OPENAI_* setting is read here
+// and passed on; the SDK reads none by itself.
+func agentConfig(r *config.Reader) AgentConfig {
+	key := r.Secret("OPENAI_API_KEY")
+	base := r.URL("OPENAI_BASE_URL", "")
+	def := ProviderOffline
+	if key != "" || base != "" {
+		def = ProviderOpenAI
+	}
+	cfg := AgentConfig{
+		Provider:      r.OneOf("AI_PROVIDER", def, ProviderOffline, ProviderOpenAI),
+		MaxToolRounds: r.Int("AI_MAX_TOOL_ROUNDS", agent.DefaultMaxRounds),
+		OpenAI: llm.Config{
+			BaseURL:     base,
+			APIKey:      key,
+			Model:       r.String("AI_MODEL", llm.DefaultModel),
+			Temperature: r.OptionalFloat("AI_TEMPERATURE"),
+			Timeout:     r.Duration("AI_TIMEOUT", llm.DefaultTimeout),
+			MaxRetries:  r.Int("AI_MAX_RETRIES", llm.DefaultMaxRetries),
+		},
+	}
+	if cfg.MaxToolRounds < 1 || cfg.MaxToolRounds > 50 {
+		r.Fail("AI_MAX_TOOL_ROUNDS", "must be from 1 to 50")
+	}
+	if cfg.OpenAI.MaxRetries < 0 {
+		r.Fail("AI_MAX_RETRIES", "must be from 0 to 10")
+	}
+	if cfg.Provider == ProviderOpenAI {
+		if key == "" && base == "" {
+			r.Fail("AI_PROVIDER", "is openai but neither OPENAI_API_KEY (for api.openai.com) nor OPENAI_BASE_URL (for another server, e.g. http://127.0.0.1:11434/v1 for Ollama) is set")
+		}
+		r.Check(cfg.OpenAI.Validate())
+	}
+	return cfg
 }
 
 // natsConfig reads the bus settings (config.NATS). NATS_URL is required
@@ -182,6 +225,7 @@ func workerConfig(r *config.Reader) (chatworker.Config, chatworker.RelayConfig) 
 		Lease:           resume / 2,
 		MaxAttempts:     r.Int("RUN_MAX_ATTEMPTS", chatworker.DefaultMaxAttempts),
 		HistoryMessages: r.Int("AI_HISTORY_MESSAGES", chatworker.DefaultHistoryMessages),
+		RunTimeout:      r.Duration("AI_RUN_TIMEOUT", chatworker.DefaultRunTimeout),
 	}
 	// Zero would mean "the default" to the worker; in the environment it is
 	// a mistake.

@@ -161,7 +161,11 @@ func newStack(t *testing.T, ns bustest.Server, opts stackOptions) *stack {
 		a := agent.New(opts.model, agent.WithMaxRounds(cfg.Agent.MaxToolRounds))
 		w, relay = chatworker.New(cfg.Worker, s.db, workerBus, a, wlog), chatworker.NewRelay(cfg.Relay, s.db, workerBus, wlog)
 	} else {
-		w, relay = app.NewWorkers(cfg, s.db, workerBus, wlog)
+		var err error
+		w, relay, err = app.NewWorkers(cfg, s.db, workerBus, wlog)
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	workersCtx, stopWorkers := context.WithCancel(context.Background())
 	workersDone := make(chan error, 1)
