@@ -793,6 +793,10 @@ type run struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	StartedAt  *time.Time `json:"started_at"`
 	FinishedAt *time.Time `json:"finished_at"`
+	Usage      *struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
 }
 
 func (u *apiUser) run(t *testing.T, id string) run {
@@ -825,6 +829,7 @@ type message struct {
 	Role           string     `json:"role"`
 	Content        string     `json:"content"`
 	ToolCalls      []toolCall `json:"tool_calls"`
+	Model          string     `json:"model"`
 	CreatedAt      time.Time  `json:"created_at"`
 }
 

@@ -44,12 +44,13 @@ const endpoint = "/v1/chat/completions"
 
 // Server is a running fake. Its methods are safe for concurrent use.
 type Server struct {
-	t       testing.TB
+	fail    func(msg string) // hears requests the script did not expect
 	srv     *httptest.Server
 	closing chan struct{} // closed when the test ends: releases held responses
 
 	mu        sync.Mutex
 	script    []Response
+	respond   func(Request) Response // answers when the script is empty
 	requests  []Request
 	cancelled int
 	firstByte []time.Duration
@@ -60,13 +61,33 @@ type Server struct {
 // New starts a fake on a loopback port; it is closed when the test ends.
 func New(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{t: t, closing: make(chan struct{}), changed: make(chan struct{})}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
-	t.Cleanup(func() {
-		close(s.closing)
-		s.srv.Close()
-	})
+	s := Start(func(msg string) { t.Errorf("%s", msg) })
+	t.Cleanup(s.Close)
 	return s
+}
+
+// Start starts a fake outside a test (a load tool's model that answers at
+// once): onError hears what would fail New's test. Close it when done.
+func Start(onError func(msg string)) *Server {
+	s := &Server{fail: onError, closing: make(chan struct{}), changed: make(chan struct{})}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
+	return s
+}
+
+// Close releases held responses and stops the server once every request
+// has ended.
+func (s *Server) Close() {
+	close(s.closing)
+	s.srv.Close()
+}
+
+// Respond sets how requests are answered once the script is used up: f
+// gets the decoded request (a model that answers depending on what it was
+// sent). Without it, such a request is an error.
+func (s *Server) Respond(f func(Request) Response) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.respond = f
 }
 
 // URL returns the base URL to give the SDK (option.WithBaseURL); it ends in
@@ -155,6 +176,7 @@ func (s *Server) update(f func()) {
 // Request is one request the fake received, decoded.
 type Request struct {
 	Header       http.Header
+	Arrived      time.Time       // when its headers had been read
 	Body         json.RawMessage // the raw request body, as received
 	Model        string
 	Messages     []Message
@@ -273,6 +295,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, err := decodeRequest(r.Header, body)
+	req.Arrived = arrived
 	s.update(func() { s.requests = append(s.requests, req) })
 	if err != nil {
 		s.reject(w, http.StatusBadRequest, "llmtest: "+err.Error())
@@ -285,13 +308,20 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	var resp Response
 	var id string
-	ok := len(s.script) > 0
-	if ok {
+	respond := s.respond
+	scripted := len(s.script) > 0
+	if scripted {
 		resp, s.script = s.script[0], s.script[1:]
+	}
+	ok := scripted || respond != nil
+	if ok {
 		s.responses++
 		id = fmt.Sprintf("chatcmpl-llmtest-%d", s.responses)
 	}
 	s.mu.Unlock()
+	if !scripted && respond != nil {
+		resp = respond(req)
+	}
 	if !ok {
 		s.reject(w, http.StatusInternalServerError, "llmtest: no scripted response")
 		return
@@ -308,7 +338,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // reject answers an error the script did not ask for and fails the test.
 func (s *Server) reject(w http.ResponseWriter, status int, msg string) {
-	s.t.Errorf("%s", msg)
+	s.fail(msg)
 	writeError(w, status, msg)
 }
 
