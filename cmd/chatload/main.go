@@ -17,8 +17,14 @@
 // process), and the time from a publish to its arrival at every one of N
 // clients watching one conversation (N = 1, 100, 1,000).
 //
+// With -first-delta it measures what the model provider adds to a model's
+// time to first token (firstdelta.go): POST /chat to the first
+// message.delta with the offline provider, and with the OpenAI-compatible
+// one on a fake model answering at once, less the fake's own time.
+//
 //	go run ./cmd/chatload                      # ~15 s on the defaults
 //	go run ./cmd/chatload -sse                 # ~30 s on the defaults
+//	go run ./cmd/chatload -first-delta         # ~10 s on the defaults
 //	go run ./cmd/chatload -clients 64 -duration 5s -cpuprofile cpu.out
 //	go run ./cmd/chatload -url http://127.0.0.1:8080   # a running API
 package main
@@ -90,6 +96,10 @@ type options struct {
 	ssePing    time.Duration
 	sseBuffer  int
 	memProfile string
+
+	// The -first-delta mode's settings (firstdelta.go).
+	firstDelta bool
+	fdTurns    int
 }
 
 func parseFlags(args []string, errOut io.Writer) (options, error) {
@@ -115,6 +125,8 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	fs.DurationVar(&o.ssePing, "sse-ping", 2*time.Second, "-sse: the API's SSE_PING_INTERVAL (vanished clients' streams go at the next ping)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "-sse: write a heap profile, taken with the idle streams open, to this file")
 	fs.IntVar(&o.sseBuffer, "sse-buffer", 0, "-sse: each stream's event buffer (0: the API's default)")
+	fs.BoolVar(&o.firstDelta, "first-delta", false, "measure the time from POST /chat to the first message.delta instead of turns: offline provider vs the OpenAI-compatible one on a fake model answering at once (in-process stack only)")
+	fs.IntVar(&o.fdTurns, "first-delta-turns", 300, "-first-delta: measured turns per provider (after 20 unmeasured)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -135,6 +147,10 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 		problem = "-message must not be empty"
 	case o.sse && o.url != "":
 		problem = "-sse needs the in-process stack (no -url): it counts the API's streams and reads its memory"
+	case o.firstDelta && (o.url != "" || o.sse):
+		problem = "-first-delta needs the in-process stack (no -url) and cannot be combined with -sse"
+	case o.firstDelta && (o.fdTurns < 1 || o.fdTurns > 100_000):
+		problem = "-first-delta-turns must be from 1 to 100000"
 	case o.sse && (o.sseStreams < 0 || o.sseEvents < 1 || o.ssePing <= 0 || o.sseBuffer < 0):
 		problem = "-sse-streams must not be negative, -sse-events at least 1, -sse-ping positive, -sse-buffer not negative"
 	}
@@ -169,6 +185,9 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out, errOut i
 
 	if o.sse {
 		return runSSEStack(ctx, o, getenv, logOut, out, errOut)
+	}
+	if o.firstDelta {
+		return runFirstDelta(ctx, o, getenv, logOut, out, errOut)
 	}
 	var t *target
 	if o.url == "" {
