@@ -19,7 +19,7 @@ import (
 
 // newProvider returns a provider on fake's URL with short timeouts; adjust
 // changes its configuration first.
-func newProvider(t *testing.T, fake *llmtest.Server, adjust ...func(*llm.Config)) *llm.OpenAI {
+func newProvider(t testing.TB, fake *llmtest.Server, adjust ...func(*llm.Config)) *llm.OpenAI {
 	t.Helper()
 	cfg := llm.Config{BaseURL: fake.URL(), APIKey: "sk-test", Model: "test-model", Timeout: 10 * time.Second, MaxRetries: 2}
 	for _, f := range adjust {
