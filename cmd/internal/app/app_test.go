@@ -188,6 +188,88 @@ func TestLoadAPIReportsEachProblemOnce(t *testing.T) {
 	}
 }
 
+// TestLoadAgent: the provider follows the OPENAI_* settings unless
+// AI_PROVIDER says otherwise, every setting reaches the provider's
+// configuration, and impossible ones are refused naming their variable.
+func TestLoadAgent(t *testing.T) {
+	load := func(vars map[string]string) (app.AgentConfig, error) {
+		cfg, err := app.Load(env(vars), app.ServiceWorker)
+		return cfg.Agent, err
+	}
+	base := map[string]string{"DATABASE_URL": testDB.URL, "NATS_URL": "nats://127.0.0.1:4222"}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		want string
+	}{
+		{"nothing set", nil, app.ProviderOffline},
+		{"a key", map[string]string{"OPENAI_API_KEY": "sk-x"}, app.ProviderOpenAI},
+		{"a base URL", map[string]string{"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"}, app.ProviderOpenAI},
+		{"a key, but offline asked for", map[string]string{"OPENAI_API_KEY": "sk-x", "AI_PROVIDER": "offline"}, app.ProviderOffline},
+	} {
+		a, err := load(with(tc.vars))
+		if err != nil || a.Provider != tc.want {
+			t.Errorf("%s: provider %q, %v; want %q", tc.name, a.Provider, err, tc.want)
+		}
+	}
+
+	a, err := load(with(map[string]string{
+		"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1", "OPENAI_API_KEY": "sk-x", "AI_MODEL": "llama3.1",
+		"AI_TEMPERATURE": "0.2", "AI_TIMEOUT": "20s", "AI_MAX_RETRIES": "4", "AI_MAX_TOOL_ROUNDS": "5",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := a.OpenAI
+	if o.BaseURL != "http://127.0.0.1:11434/v1" || o.APIKey != "sk-x" || o.Model != "llama3.1" || o.Temperature == nil || *o.Temperature != 0.2 ||
+		o.Timeout != 20*time.Second || o.MaxRetries != 4 || a.MaxToolRounds != 5 {
+		t.Errorf("agent config = %+v, openai %+v", a, o)
+	}
+	if p, err := app.NewProvider(a); err != nil || p.Model() != "llama3.1" {
+		t.Errorf("NewProvider = %v, %v; want the openai provider for llama3.1", p, err)
+	}
+
+	for vars, want := range map[string]string{
+		`{"AI_PROVIDER": "openai"}`:                         "AI_PROVIDER is openai but neither OPENAI_API_KEY",
+		`{"AI_PROVIDER": "claude"}`:                         "AI_PROVIDER",
+		`{"OPENAI_BASE_URL": "localhost:11434"}`:            "OPENAI_BASE_URL must be an http or https URL",
+		`{"OPENAI_API_KEY": "k", "AI_TEMPERATURE": "3"}`:    "AI_TEMPERATURE must be from 0 to 2",
+		`{"OPENAI_API_KEY": "k", "AI_TEMPERATURE": "warm"}`: "AI_TEMPERATURE must be a number",
+		`{"OPENAI_API_KEY": "k", "AI_MAX_RETRIES": "-1"}`:   "AI_MAX_RETRIES must be from 0 to 10",
+		`{"OPENAI_API_KEY": "k", "AI_TIMEOUT": "0s"}`:       "AI_TIMEOUT must be a positive duration",
+		`{"AI_RUN_TIMEOUT": "500ms"}`:                       "AI_RUN_TIMEOUT must be at least 1s",
+	} {
+		var extra map[string]string
+		if err := json.Unmarshal([]byte(vars), &extra); err != nil {
+			t.Fatal(err)
+		}
+		_, err := load(with(extra))
+		if err == nil || strings.Count(err.Error(), want) != 1 {
+			t.Errorf("%s: err = %v, want %q once", vars, err, want)
+		}
+	}
+	// The key never shows in an error or the start-up log.
+	cfg, err := app.Load(env(with(map[string]string{"OPENAI_API_KEY": "sk-secret-value-123", "AI_TEMPERATURE": "9"})), app.ServiceWorker)
+	if err == nil || strings.Contains(err.Error(), "sk-secret-value-123") {
+		t.Errorf("err = %v", err)
+	}
+	var logged strings.Builder
+	app.LogStart(cfg, slog.New(slog.NewTextHandler(&logged, nil)))
+	if strings.Contains(logged.String(), "sk-secret-value-123") || !strings.Contains(logged.String(), "OPENAI_API_KEY") {
+		t.Errorf("start-up log shows the key or not its variable: %s", logged.String())
+	}
+}
+
 // TestStartLogShowsEveryVariable compares the start-up log with the list
 // of variables the services read.
 func TestStartLogShowsEveryVariable(t *testing.T) {

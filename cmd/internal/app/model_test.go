@@ -420,3 +420,25 @@ func TestModelRejectedIsNotRetried(t *testing.T) {
 		t.Errorf("error message %q; the server's words belong in the log", r.Error.Message)
 	}
 }
+
+// TestModelRunTimeout: AI_RUN_TIMEOUT bounds the whole attempt, however
+// the time is spent (here a model that keeps calling tools, slowly): the
+// run fails with AI_TIMEOUT and its model call is cancelled.
+func TestModelRunTimeout(t *testing.T) {
+	m := newModelStack(t, map[string]string{"AI_RUN_TIMEOUT": "1s", "AI_TIMEOUT": "30s", "AI_MAX_TOOL_ROUNDS": "50"})
+	u := m.newUser(t)
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	m.fake.Push(
+		llmtest.Response{Chunks: llmtest.ToolCall(0, "call_1", agent.ToolListTasks, `{}`)},
+		llmtest.Response{Chunks: llmtest.Text("Still thinking"), Hold: hold},
+	)
+	a := u.chatAsync(t, "take your time", "")
+	r := u.waitRun(t, a.RunID, "failed")
+	if r.Error == nil || r.Error.Code != chat.CodeAITimeout || !strings.Contains(r.Error.Message, "longer than 1s") {
+		t.Fatalf("run error = %+v, want %s naming the run's bound", r.Error, chat.CodeAITimeout)
+	}
+	m.fake.WaitCancelled(t, 1)
+	evs := m.runEvents(t, a)
+	wantSequence(t, evs, a.RunID, `run.queued run.started tool.call tool.result run.failed`)
+}
