@@ -198,6 +198,9 @@ func New(cfg Config, db *bun.DB, queue Queue, a *agent.Agent, log *slog.Logger) 
 // Owner is the name this worker writes into the leases it holds.
 func (w *Worker) Owner() string { return w.cfg.Owner }
 
+// Model names the model the worker's agent asks.
+func (w *Worker) Model() string { return w.agent.Model() }
+
 // Causes a run's context is cancelled with.
 var (
 	errCancelRequested = errors.New("run cancelled by the user")

@@ -141,7 +141,8 @@ func NewProvider(cfg AgentConfig) (agent.Provider, error) {
 func RunWorkers(ctx context.Context, cfg Config, w *chatworker.Worker, relay *chatworker.Relay, log *slog.Logger) error {
 	relayDone := make(chan struct{})
 	go func() { defer close(relayDone); relay.Run(ctx) }()
-	log.Info("workers running", "owner", w.Owner(), "concurrency", cfg.Worker.Concurrency)
+	log.Info("workers running", "owner", w.Owner(), "concurrency", cfg.Worker.Concurrency,
+		"ai_provider", cfg.Agent.Provider, "ai_model", w.Model())
 	stop, cancel := shutdownContext(ctx, cfg.ShutdownTimeout)
 	defer cancel()
 	err := w.Run(ctx, stop)
