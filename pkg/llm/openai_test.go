@@ -367,36 +367,31 @@ func TestBadResponses(t *testing.T) {
 			t.Fatalf("err = %v, want ErrBadResponse", err)
 		}
 	})
-	t.Run("a chunk that is not JSON", func(t *testing.T) {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/event-stream")
-			_, _ = w.Write([]byte("data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {not json\n\n"))
-		}))
-		defer srv.Close()
-		p, err := llm.New(llm.Config{BaseURL: srv.URL + "/v1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = p.Complete(context.Background(), request(), func(string) {})
-		if !errors.Is(err, agent.ErrBadResponse) {
-			t.Fatalf("err = %v, want ErrBadResponse", err)
-		}
-	})
-	t.Run("a body that ends before the completion", func(t *testing.T) {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/event-stream")
-			_, _ = w.Write([]byte("data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n"))
-		}))
-		defer srv.Close()
-		p, err := llm.New(llm.Config{BaseURL: srv.URL + "/v1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = p.Complete(context.Background(), request(), func(string) {})
-		if !errors.Is(err, agent.ErrTransient) {
-			t.Fatalf("err = %v, want ErrTransient (no finish reason, no [DONE])", err)
-		}
-	})
+	// Bodies the fake cannot send: written by hand.
+	const hi = `data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}` + "\n\n"
+	for _, tc := range []struct {
+		name, body string
+		want       error
+	}{
+		{"a chunk that is not JSON", hi + "data: {not json\n\n", agent.ErrBadResponse},
+		{"a body that ends before the completion (no finish reason, no [DONE])", hi, agent.ErrTransient},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			p, err := llm.New(llm.Config{BaseURL: srv.URL + "/v1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Complete(context.Background(), request(), func(string) {})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -57,23 +57,6 @@ func (m *modelStack) runEvents(t *testing.T, a accepted) []chat.Event {
 	return waitFinalEvent(t, m.stack, a.ConversationID, 0, a.RunID)
 }
 
-// deltas joins the run's message.delta events in order.
-func deltas(t *testing.T, evs []chat.Event) (string, int) {
-	t.Helper()
-	var b strings.Builder
-	n := 0
-	for _, ev := range evs {
-		if ev.Type != chat.EventMessageDelta {
-			continue
-		}
-		var d chat.MessageDeltaData
-		decodeJSON(t, ev.Data, &d)
-		b.WriteString(d.Delta)
-		n++
-	}
-	return b.String(), n
-}
-
 // answerOf returns the run's assistant message.
 func answerOf(t *testing.T, u *apiUser, a accepted) message {
 	t.Helper()
