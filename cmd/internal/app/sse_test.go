@@ -90,16 +90,9 @@ func (u *apiUser) postStream(t *testing.T, message, conversationID string) (*sse
 // openStream sends req and, on a 200, reads its body as an event stream.
 func openStream(t *testing.T, req *http.Request, cancel context.CancelFunc) (*sseStream, response) {
 	t.Helper()
-	resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer cancel()
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return nil, response{status: resp.StatusCode, header: resp.Header, body: b}
+	resp, r := sendForStream(t, req, cancel)
+	if resp == nil {
+		return nil, r
 	}
 	st := &sseStream{resp: resp, frames: make(chan sseFrame, 100_000), done: make(chan struct{}), cancel: cancel}
 	t.Cleanup(st.close)
@@ -112,6 +105,24 @@ func openStream(t *testing.T, req *http.Request, cancel context.CancelFunc) (*ss
 	st.first = line
 	go st.read(br)
 	return st, response{status: resp.StatusCode, header: resp.Header}
+}
+
+// sendForStream sends req on a client of its own; a 200 answer comes back
+// unread, any other read to its end (and the request's context cancelled).
+func sendForStream(t *testing.T, req *http.Request, cancel context.CancelFunc) (*http.Response, response) {
+	t.Helper()
+	resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer cancel()
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return nil, response{status: resp.StatusCode, header: resp.Header, body: b}
+	}
+	return resp, response{status: resp.StatusCode, header: resp.Header}
 }
 
 func readLine(br *bufio.Reader) (string, error) {
