@@ -20,7 +20,7 @@ type shape func(path string, v any) []string
 
 // checkShape fails the test unless raw is JSON of shape s with no null
 // anywhere.
-func checkShape(t *testing.T, what string, raw []byte, s shape) {
+func checkShape(t testing.TB, what string, raw []byte, s shape) {
 	t.Helper()
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {

@@ -108,7 +108,7 @@ func (e ckEvent) kind() string {
 
 // ckStream is an open ChatKit stream read by a goroutine of its own.
 type ckStream struct {
-	t      *testing.T
+	t      testing.TB
 	resp   *http.Response
 	events chan ckEvent
 	bad    chan string
@@ -118,7 +118,7 @@ type ckStream struct {
 
 // chatkitStream sends a streaming request to base ("" for the stack's
 // API); a non-200 answer is returned read, with a nil stream.
-func (u *apiUser) chatkitStream(t *testing.T, base, body string) (*ckStream, response) {
+func (u *apiUser) chatkitStream(t testing.TB, base, body string) (*ckStream, response) {
 	t.Helper()
 	if base == "" {
 		base = u.s.base
@@ -175,7 +175,7 @@ func (st *ckStream) read() {
 }
 
 // next returns the next event, checked against ChatKit's types.
-func (st *ckStream) next(t *testing.T) ckEvent {
+func (st *ckStream) next(t testing.TB) ckEvent {
 	t.Helper()
 	select {
 	case e := <-st.events:
@@ -198,7 +198,7 @@ func (st *ckStream) next(t *testing.T) ckEvent {
 }
 
 // rest reads every event until the body ends.
-func (st *ckStream) rest(t *testing.T) []ckEvent {
+func (st *ckStream) rest(t testing.TB) []ckEvent {
 	t.Helper()
 	var out []ckEvent
 	for {
