@@ -39,6 +39,10 @@ table "conversations" {
   index "conversations_user_updated_idx" {
     columns = [column.user_id, column.updated_at, column.id]
   }
+  # ChatKit's thread list: in creation order, either way, after a given id.
+  index "conversations_user_created_idx" {
+    columns = [column.user_id, column.created_at, column.id]
+  }
 }
 
 table "messages" {
@@ -79,6 +83,12 @@ table "messages" {
     type = text
     null = true
   }
+  # The user's feedback on an assistant message (ChatKit's items.feedback):
+  # positive, negative, or none.
+  column "feedback" {
+    type = text
+    null = true
+  }
   column "created_at" {
     type    = timestamptz
     default = sql("now()")
@@ -105,6 +115,9 @@ table "messages" {
   # by the model and the worker.
   check "messages_user_content_length" {
     expr = "role <> 'user' OR char_length(content) BETWEEN 1 AND 4000"
+  }
+  check "messages_feedback" {
+    expr = "feedback IS NULL OR feedback IN ('positive', 'negative')"
   }
   check "messages_tool_calls_array" {
     expr = "jsonb_typeof(tool_calls) = 'array'"

@@ -36,6 +36,9 @@ var (
 	ErrIdempotencyKeyReused = errors.New("chat: idempotency key reused with a different request")
 	// ErrRunFinished: the run is already completed, failed or cancelled.
 	ErrRunFinished = errors.New("chat: run already finished")
+	// ErrConversationBusy: the conversation has a queued or running run, so
+	// its later messages cannot be replaced yet (RetryTurn).
+	ErrConversationBusy = errors.New("chat: conversation has an unfinished run")
 )
 
 // RunStatus is a run's state. A run moves queued → running → one of the
@@ -94,8 +97,17 @@ type Message struct {
 	Content        string     `json:"content"`
 	ToolCalls      []ToolCall `json:"tool_calls"`
 	Model          string     `json:"model,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
+	// Feedback is the user's rating of an assistant message, FeedbackPositive
+	// or FeedbackNegative; "" (absent in JSON) when none was given.
+	Feedback  string    `json:"feedback,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
+
+// Values of Message.Feedback.
+const (
+	FeedbackPositive = "positive"
+	FeedbackNegative = "negative"
+)
 
 // RunError is why a run failed (or was cancelled).
 type RunError struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/taskchat/taskchat/pkg/validate"
 )
 
@@ -164,6 +166,13 @@ func (s *Store) ListMessages(ctx context.Context, userID, conversationID string,
 	if l.order == OrderDesc {
 		cmp, dir = "<", "DESC"
 	}
+	if p.After != "" {
+		seq, err := s.messageSeq(ctx, userID, id, p.After)
+		if err != nil {
+			return MessagePage{}, err
+		}
+		l.after = &cursor{Seq: seq}
+	}
 	if c := l.after; c != nil {
 		q = q.Where("m.seq "+cmp+" ?", c.Seq)
 	}
@@ -180,4 +189,134 @@ func (s *Store) ListMessages(ctx context.Context, userID, conversationID string,
 		page.Messages[i] = r.wire()
 	}
 	return page, nil
+}
+
+// messageSeq returns the position of userID's message messageID in
+// conversation conversationID (a canonical id), or ErrNotFound.
+func (s *Store) messageSeq(ctx context.Context, userID, conversationID, messageID string) (int64, error) {
+	id, ok := parseID(messageID)
+	if !ok {
+		return 0, ErrNotFound
+	}
+	var seq int64
+	err := s.selectFrom(userID, (*messageRow)(nil)).
+		Column("seq").
+		Where("m.id = ?", id).
+		Where("m.conversation_id = ?", conversationID).
+		Scan(ctx, &seq)
+	return seq, translate("find message", err)
+}
+
+// GetMessage returns userID's message messageID of conversation
+// conversationID, or ErrNotFound.
+func (s *Store) GetMessage(ctx context.Context, userID, conversationID, messageID string) (Message, error) {
+	conv, ok1 := parseID(conversationID)
+	id, ok2 := parseID(messageID)
+	if !ok1 || !ok2 {
+		return Message{}, ErrNotFound
+	}
+	var m messageRow
+	err := s.selectFrom(userID, &m).Where("m.id = ?", id).Where("m.conversation_id = ?", conv).Scan(ctx)
+	if err != nil {
+		return Message{}, translate("get message", err)
+	}
+	return m.wire(), nil
+}
+
+// ListConversationsByCreation returns one page of userID's conversations
+// in creation order (p.Order "desc", the default, is newest first; ids
+// break ties), starting after the conversation p.After when it is set,
+// and whether more follow. p.Cursor is not used. A conversation's place
+// never changes, so pages neither skip nor repeat one. Invalid parameters
+// are *validate.Error values; an unknown p.After is ErrNotFound.
+func (s *Store) ListConversationsByCreation(ctx context.Context, userID string, p ListParams) ([]Conversation, bool, error) {
+	l, err := ListParams{Limit: p.Limit, Order: p.Order}.normalize(conversationListName, OrderDesc, OrderAsc, OrderDesc)
+	if err != nil {
+		return nil, false, err
+	}
+	const op = "list conversations"
+	rows := make([]conversationRow, 0, l.limit+1)
+	q := s.selectFrom(userID, &rows)
+	cmp, dir := "<", "DESC"
+	if l.order == OrderAsc {
+		cmp, dir = ">", "ASC"
+	}
+	if p.After != "" {
+		id, ok := parseID(p.After)
+		if !ok {
+			return nil, false, ErrNotFound
+		}
+		var after conversationRow
+		if err := s.selectFrom(userID, &after).Where("c.id = ?", id).Scan(ctx); err != nil {
+			return nil, false, translate(op, err)
+		}
+		q = q.Where("(c.created_at, c.id) "+cmp+" (?::timestamptz, ?::uuid)", after.CreatedAt, after.ID)
+	}
+	err = q.OrderExpr("c.created_at " + dir + ", c.id " + dir).Limit(int64(l.limit) + 1).Scan(ctx)
+	if err != nil {
+		return nil, false, translate(op, err)
+	}
+	more := len(rows) > l.limit
+	if more {
+		rows = rows[:l.limit]
+	}
+	out := make([]Conversation, len(rows))
+	for i, r := range rows {
+		out[i] = r.wire()
+	}
+	return out, more, nil
+}
+
+// SetFeedback records kind (FeedbackPositive or FeedbackNegative, else a
+// *validate.Error on "kind") on userID's messages messageIDs of
+// conversation conversationID, all or none: ErrNotFound when the
+// conversation or any of the messages is not the user's.
+func (s *Store) SetFeedback(ctx context.Context, userID, conversationID string, messageIDs []string, kind string) error {
+	if kind != FeedbackPositive && kind != FeedbackNegative {
+		return validate.Field("kind", "must be positive or negative")
+	}
+	conv, ok := parseID(conversationID)
+	if !ok {
+		return ErrNotFound
+	}
+	ids := make([]string, 0, len(messageIDs))
+	seen := map[string]bool{}
+	for _, m := range messageIDs {
+		id, ok := parseID(m)
+		if !ok {
+			return ErrNotFound
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	const op = "set feedback"
+	return s.inTx(ctx, op, func(ctx context.Context, tx *Store) error {
+		exists, err := tx.selectFrom(userID, (*conversationRow)(nil)).Where("c.id = ?", conv).Exists(ctx)
+		if err != nil {
+			return translate(op, err)
+		}
+		if !exists {
+			return ErrNotFound
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		res, err := tx.update(userID, (*messageRow)(nil)).
+			Where("m.conversation_id = ?", conv).
+			Where("m.id IN (?)", bun.List(ids)).
+			Set("feedback = ?", kind).
+			Exec(ctx)
+		if err != nil {
+			return translate(op, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != int64(len(ids)) {
+			if err != nil {
+				return translate(op, err)
+			}
+			return ErrNotFound // rolls the others back
+		}
+		return nil
+	})
 }

@@ -37,6 +37,11 @@ type ListParams struct {
 	// "desc". Conversations come most recently updated first; their Order
 	// must be "" or "desc".
 	Order string
+	// After, instead of Cursor, starts the page right after the row with
+	// this id: a message of the same conversation (ListMessages), or a
+	// conversation (ListConversationsByCreation). This is how ChatKit
+	// pages. An id that is not such a row of the user's is ErrNotFound.
+	After string
 }
 
 // ConversationPage is one page of a user's conversations. NextCursor is ""

@@ -201,6 +201,7 @@ type messageRow struct {
 	Content        string     `bun:"content,notnull"`
 	ToolCalls      []ToolCall `bun:"tool_calls,notnull,type:jsonb"`
 	Model          *string    `bun:"model"`
+	Feedback       *string    `bun:"feedback"`
 	CreatedAt      time.Time  `bun:"created_at,nullzero,notnull,default:now()"`
 }
 
@@ -209,9 +210,12 @@ func (m messageRow) wire() Message {
 	if calls == nil {
 		calls = []ToolCall{}
 	}
-	var model string
+	var model, feedback string
 	if m.Model != nil {
 		model = *m.Model
+	}
+	if m.Feedback != nil {
+		feedback = *m.Feedback
 	}
 	return Message{
 		ID:             m.ID,
@@ -221,6 +225,7 @@ func (m messageRow) wire() Message {
 		Content:        m.Content,
 		ToolCalls:      calls,
 		Model:          model,
+		Feedback:       feedback,
 		CreatedAt:      m.CreatedAt.UTC(),
 	}
 }

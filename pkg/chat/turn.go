@@ -100,8 +100,8 @@ func (s *Store) CreateTurn(ctx context.Context, userID string, in NewTurn) (Turn
 // createTurn is CreateTurn's transaction; in is valid.
 func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn, error) {
 	const op = "create turn"
-	if _, err := s.db.NewRaw("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", userID).Exec(ctx); err != nil {
-		return Turn{}, translate(op, err)
+	if err := s.lockUser(ctx, userID, op); err != nil {
+		return Turn{}, err
 	}
 	if in.IdempotencyKey != "" {
 		turn, found, err := s.replay(ctx, userID, in)
@@ -109,14 +109,8 @@ func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn
 			return turn, err
 		}
 	}
-	if in.MaxUnfinished > 0 {
-		n, err := s.selectFrom(userID, (*runRow)(nil)).Where("r.status IN (?)", unfinished).Count(ctx)
-		if err != nil {
-			return Turn{}, translate(op, err)
-		}
-		if n >= int64(in.MaxUnfinished) {
-			return Turn{}, ErrTooManyRuns
-		}
+	if err := s.checkCap(ctx, userID, in.MaxUnfinished, op); err != nil {
+		return Turn{}, err
 	}
 
 	var conv conversationRow
@@ -173,6 +167,117 @@ func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn
 		}
 	}
 	return Turn{Conversation: conv.wire(), Message: msg.wire(), Run: run.wire(), Created: true, Position: pos}, nil
+}
+
+// lockUser serialises userID's turns until the transaction ends (a
+// transaction-scoped advisory lock), so that neither an idempotency key
+// nor the cap can be raced, on any replica.
+func (s *Store) lockUser(ctx context.Context, userID, op string) error {
+	_, err := s.db.NewRaw("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", userID).Exec(ctx)
+	return translate(op, err)
+}
+
+// checkCap returns ErrTooManyRuns when userID already has max unfinished
+// runs; max 0 means no cap.
+func (s *Store) checkCap(ctx context.Context, userID string, max int, op string) error {
+	if max <= 0 {
+		return nil
+	}
+	n, err := s.selectFrom(userID, (*runRow)(nil)).Where("r.status IN (?)", unfinished).Count(ctx)
+	if err != nil {
+		return translate(op, err)
+	}
+	if n >= int64(max) {
+		return ErrTooManyRuns
+	}
+	return nil
+}
+
+// RetryTurn answers userID's user message messageID of conversation
+// conversationID again: in one transaction it deletes the conversation's
+// later messages, the run that answered the message and every later run
+// (their ledgers go with them), and queues a new run for the message,
+// which keeps its id and text. The returned Turn is the new one (Created,
+// Position 0). Tool calls the deleted runs made stay made.
+//
+// Errors: ErrNotFound for an unknown or foreign conversation or message;
+// a *validate.Error on "item_id" when the message is the assistant's;
+// ErrConversationBusy while a run of the conversation is queued or
+// running; ErrTooManyRuns at maxUnfinished unfinished runs (0: no cap).
+// It takes the same per-user lock as CreateTurn.
+func (s *Store) RetryTurn(ctx context.Context, userID, conversationID, messageID string, maxUnfinished int) (Turn, error) {
+	conv, ok1 := parseID(conversationID)
+	msgID, ok2 := parseID(messageID)
+	if !ok1 || !ok2 {
+		return Turn{}, ErrNotFound
+	}
+	var turn Turn
+	err := s.inTx(ctx, "retry turn", func(ctx context.Context, tx *Store) error {
+		var err error
+		turn, err = tx.retryTurn(ctx, userID, conv, msgID, maxUnfinished)
+		return err
+	})
+	return turn, err
+}
+
+// retryTurn is RetryTurn's transaction; the ids are canonical.
+func (s *Store) retryTurn(ctx context.Context, userID, convID, msgID string, maxUnfinished int) (Turn, error) {
+	const op = "retry turn"
+	if err := s.lockUser(ctx, userID, op); err != nil {
+		return Turn{}, err
+	}
+	var conv conversationRow
+	err := s.update(userID, &conv).Where("c.id = ?", convID).Set("updated_at = now()").Returning("*").Scan(ctx)
+	if err != nil {
+		return Turn{}, translate(op, err)
+	}
+	var msg messageRow
+	if err := s.selectFrom(userID, &msg).Where("m.id = ?", msgID).Where("m.conversation_id = ?", convID).Scan(ctx); err != nil {
+		return Turn{}, translate(op, err)
+	}
+	if msg.Role != RoleUser {
+		return Turn{}, validate.Field("item_id", "must be a user message")
+	}
+	busy, err := s.selectFrom(userID, (*runRow)(nil)).
+		Where("r.conversation_id = ?", convID).
+		Where("r.status IN (?)", unfinished).
+		Exists(ctx)
+	if err != nil {
+		return Turn{}, translate(op, err)
+	}
+	if busy {
+		return Turn{}, ErrConversationBusy
+	}
+	if err := s.checkCap(ctx, userID, maxUnfinished, op); err != nil {
+		return Turn{}, err
+	}
+	var oldSeq int64
+	if err := s.selectFrom(userID, (*runRow)(nil)).Column("seq").Where("r.id = ?", msg.RunID).Scan(ctx, &oldSeq); err != nil {
+		return Turn{}, translate(op, err)
+	}
+	_, err = s.db.NewDelete().Model((*messageRow)(nil)).ApplyQueryBuilder(scope(userID)).
+		Where("m.conversation_id = ?", convID).
+		Where("m.seq > ?", msg.Seq).
+		Exec(ctx)
+	if err != nil {
+		return Turn{}, translate(op, err)
+	}
+	_, err = s.db.NewDelete().Model((*runRow)(nil)).ApplyQueryBuilder(scope(userID)).
+		Where("r.conversation_id = ?", convID).
+		Where("r.seq >= ?", oldSeq).
+		Exec(ctx)
+	if err != nil {
+		return Turn{}, translate(op, err)
+	}
+	run := runRow{ID: newID(), UserID: userID, ConversationID: convID, MessageID: msg.ID, AssistantMessageID: newID(), Status: RunQueued}
+	if err := s.insert(&run).ExcludeColumn("seq", "created_at", "updated_at").Returning("*").Scan(ctx); err != nil {
+		return Turn{}, translate(op, err)
+	}
+	err = s.update(userID, &msg).Where("m.id = ?", msg.ID).Set("run_id = ?", run.ID).Returning("*").Scan(ctx)
+	if err != nil {
+		return Turn{}, translate(op, err)
+	}
+	return Turn{Conversation: conv.wire(), Message: msg.wire(), Run: run.wire(), Created: true}, nil
 }
 
 // checkKey records what is wrong with a non-empty Idempotency-Key.

@@ -101,6 +101,11 @@ type ChatStore interface {
 	CancelRun(ctx context.Context, userID, runID string) (chat.Run, error)
 	NextQueuedRun(ctx context.Context, userID, conversationID string) (chat.Run, bool, error)
 	RunAnswer(ctx context.Context, userID, runID string) (chat.Message, bool, error)
+	// The ChatKit route's needs.
+	RetryTurn(ctx context.Context, userID, conversationID, messageID string, maxUnfinished int) (chat.Turn, error)
+	GetMessage(ctx context.Context, userID, conversationID, messageID string) (chat.Message, error)
+	ListConversationsByCreation(ctx context.Context, userID string, p chat.ListParams) ([]chat.Conversation, bool, error)
+	SetFeedback(ctx context.Context, userID, conversationID string, messageIDs []string, kind string) error
 }
 
 // ChatBus is what the chat routes need of *bus.Bus. Its methods are safe
@@ -358,13 +363,13 @@ func (s *Server) runCursor(ctx context.Context, turn chat.Turn) uint64 {
 // (cancelled while queued, or its conversation deleted), under the run's
 // final event id, so that requests waiting for it, on any replica, answer
 // at once.
-func (s *Server) publishCancelled(c *fiber.Ctx, conversationID, runID string) {
+func (s *Server) publishCancelled(ctx context.Context, conversationID, runID string) {
 	ev, err := chat.NewEvent(chat.EventRunCancelled, conversationID, runID, chat.RunCancelledData{RunID: runID})
 	if err == nil {
-		_, err = s.deps.Chat.Bus.PublishEvent(c.UserContext(), ev, chat.FinalEventID(runID))
+		_, err = s.deps.Chat.Bus.PublishEvent(ctx, ev, chat.FinalEventID(runID))
 	}
 	if err != nil {
-		s.reqLog(c).Warn("publish run.cancelled", "run_id", runID, "err", err)
+		reqctx.Logger(ctx, s.log).Warn("publish run.cancelled", "run_id", runID, "err", err)
 	}
 }
 
@@ -466,8 +471,8 @@ func (s *Server) streamRun(c *fiber.Ctx, user string, turn chat.Turn) error {
 		hub.unsubscribe(sub)
 		return s.accepted(c, user, turn, cursor)
 	}
-	return startStream(c, &eventStream{s: s, hub: hub, sub: sub, conv: run.ConversationID, runID: run.ID, finished: run.Status.Final(),
-		plan: streamPlan{after: cursor, last: last}, log: s.reqLog(c)})
+	return startStream(c, &eventStream{s: s, hub: hub, sub: sub, conv: run.ConversationID, format: sseFormat{runID: run.ID},
+		finished: run.Status.Final(), plan: streamPlan{after: cursor, last: last}, log: s.reqLog(c)})
 }
 
 // preferAsync reports whether the request asked for the 202 answer.
@@ -566,8 +571,17 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	id := param(c, "id")
-	ctx := c.UserContext()
+	if err := s.removeConversation(c.UserContext(), user, param(c, "id")); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// removeConversation deletes user's conversation id (chat.ErrNotFound when
+// it is not theirs), stops its unfinished runs and ends its streams on
+// every replica.
+func (s *Server) removeConversation(ctx context.Context, user, id string) error {
+	log := reqctx.Logger(ctx, s.log)
 	runs, err := s.deps.Chat.Store.DeleteConversation(ctx, user, id)
 	if err != nil {
 		return err
@@ -576,21 +590,21 @@ func (s *Server) deleteConversation(c *fiber.Ctx) error {
 	// next lease renewal, or at once through the cancel signal.
 	for _, runID := range runs {
 		if err := s.deps.Chat.Bus.PublishCancel(ctx, runID); err != nil {
-			s.reqLog(c).Warn("signal cancel of a deleted conversation's run", "run_id", runID, "err", err)
+			log.Warn("signal cancel of a deleted conversation's run", "run_id", runID, "err", err)
 		}
 		// No worker publishes anything for a deleted run: announce its end
 		// here. The purge below then removes it from the stream with the rest.
-		s.publishCancelled(c, id, runID)
+		s.publishCancelled(ctx, id, runID)
 	}
 	// Its streams end, here and (through the signal) on every replica.
 	s.deps.Chat.Events.EndConversation(id)
 	if err := s.deps.Chat.Bus.PublishConversationDeleted(ctx, id); err != nil {
-		s.reqLog(c).Warn("signal a deleted conversation to the other replicas", "conversation_id", id, "err", err)
+		log.Warn("signal a deleted conversation to the other replicas", "conversation_id", id, "err", err)
 	}
 	if err := s.deps.Chat.Bus.PurgeEvents(ctx, id); err != nil {
-		s.reqLog(c).Warn("purge a deleted conversation's events", "conversation_id", id, "err", err)
+		log.Warn("purge a deleted conversation's events", "conversation_id", id, "err", err)
 	}
-	return c.SendStatus(fiber.StatusNoContent)
+	return nil
 }
 
 func (s *Server) listMessages(c *fiber.Ctx) error {
@@ -627,29 +641,38 @@ func (s *Server) cancelRun(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	run, err := s.deps.Chat.Store.CancelRun(ctx, user, param(c, "id"))
+	run, err := s.stopRun(c.UserContext(), user, param(c, "id"))
 	if err != nil {
 		return err
 	}
+	return c.Status(fiber.StatusAccepted).JSON(run)
+}
+
+// stopRun cancels user's run runID: a queued run ends at once, a running
+// one is signalled to its worker, whichever replica and process holds it.
+// Errors are CancelRun's (chat.ErrNotFound, chat.ErrRunFinished).
+func (s *Server) stopRun(ctx context.Context, user, runID string) (chat.Run, error) {
+	run, err := s.deps.Chat.Store.CancelRun(ctx, user, runID)
+	if err != nil {
+		return chat.Run{}, err
+	}
 	if run.Status == chat.RunCancelled {
 		// It never started: announce its end here.
-		s.publishCancelled(c, run.ConversationID, run.ID)
-		s.wakeNext(c, user, run.ConversationID)
+		s.publishCancelled(ctx, run.ConversationID, run.ID)
+		s.wakeNext(ctx, user, run.ConversationID)
 	} else if err := s.deps.Chat.Bus.PublishCancel(ctx, run.ID); err != nil {
 		// The worker also reads the request from Postgres at its next lease
 		// renewal.
-		s.reqLog(c).Warn("signal cancel", "run_id", run.ID, "err", err)
+		reqctx.Logger(ctx, s.log).Warn("signal cancel", "run_id", run.ID, "err", err)
 	}
-	return c.Status(fiber.StatusAccepted).JSON(run)
+	return run, nil
 }
 
 // wakeNext publishes the conversation's next queued run again: its own
 // request may have been acked while the cancelled run was ahead of it, and
 // no worker finishes the cancelled one to pick it up. A fresh message id:
 // the original may be inside the duplicate window.
-func (s *Server) wakeNext(c *fiber.Ctx, user, conversationID string) {
-	ctx := c.UserContext()
+func (s *Server) wakeNext(ctx context.Context, user, conversationID string) {
 	next, ok, err := s.deps.Chat.Store.NextQueuedRun(ctx, user, conversationID)
 	if err != nil || !ok {
 		return // the relay covers an error
@@ -657,7 +680,7 @@ func (s *Server) wakeNext(c *fiber.Ctx, user, conversationID string) {
 	req := bus.RunRequest{V: bus.RunVersion, RunID: next.ID, UserID: user, ConversationID: conversationID,
 		MsgID: next.ID + ".wake." + strconv.FormatInt(time.Now().UnixNano(), 36)}
 	if err := s.deps.Chat.Bus.PublishRun(ctx, req); err != nil {
-		s.reqLog(c).Warn("publish the next run; the relay will", "run_id", next.ID, "err", err)
+		reqctx.Logger(ctx, s.log).Warn("publish the next run; the relay will", "run_id", next.ID, "err", err)
 	}
 }
 
@@ -687,6 +710,8 @@ func chatError(err error) (*Error, bool) {
 	case errors.Is(err, chat.ErrIdempotencyKeyReused):
 		return &Error{Status: fiber.StatusUnprocessableEntity, Code: CodeIdempotencyKeyReused,
 			Detail: "this Idempotency-Key was used with a different request"}, true
+	case errors.Is(err, chat.ErrConversationBusy):
+		return &Error{Status: fiber.StatusConflict, Code: CodeConversationBusy, Detail: "the thread is still being answered"}, true
 	case errors.Is(err, chat.ErrRunFinished):
 		return &Error{Status: fiber.StatusConflict, Code: CodeRunFinished, Detail: "the run has already finished"}, true
 	case errors.Is(err, bus.ErrUnavailable):

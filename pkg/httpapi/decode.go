@@ -99,21 +99,8 @@ func isJSON(contentType string) bool {
 
 // decodeStrict decodes one JSON object from body into dst.
 func decodeStrict(body []byte, dst any) error {
-	// encoding/json would silently turn invalid UTF-8 into U+FFFD.
-	if !utf8.Valid(body) {
-		return errInvalidJSON("the body is not valid UTF-8")
-	}
-	// Exactly one JSON value: this also refuses an empty body and trailing data.
-	if !json.Valid(body) {
-		return errInvalidJSON("the body is not one well-formed JSON value")
-	}
-	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
-		return errInvalidJSON("the body must be a JSON object")
-	}
-	// encoding/json would also turn an escaped lone surrogate ("\ud800")
-	// into U+FFFD: that is not the text the client sent either.
-	if hasLoneSurrogate(body) {
-		return errInvalidJSON("the body holds an escaped lone UTF-16 surrogate")
+	if err := checkObject(body); err != nil {
+		return err
 	}
 	names, err := memberNames(body)
 	if err != nil {
@@ -142,6 +129,28 @@ func decodeStrict(body []byte, dst any) error {
 			return errInvalidJSON(fmt.Sprintf("field %q has the wrong type", te.Field))
 		}
 		return errInvalidJSON("a field has the wrong type")
+	}
+	return nil
+}
+
+// checkObject answers INVALID_JSON unless body is exactly one JSON object
+// in valid UTF-8 with no escaped lone surrogate.
+func checkObject(body []byte) error {
+	// encoding/json would silently turn invalid UTF-8 into U+FFFD.
+	if !utf8.Valid(body) {
+		return errInvalidJSON("the body is not valid UTF-8")
+	}
+	// Exactly one JSON value: this also refuses an empty body and trailing data.
+	if !json.Valid(body) {
+		return errInvalidJSON("the body is not one well-formed JSON value")
+	}
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
+		return errInvalidJSON("the body must be a JSON object")
+	}
+	// encoding/json would also turn an escaped lone surrogate ("\ud800")
+	// into U+FFFD: that is not the text the client sent either.
+	if hasLoneSurrogate(body) {
+		return errInvalidJSON("the body holds an escaped lone UTF-16 surrogate")
 	}
 	return nil
 }

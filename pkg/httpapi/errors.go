@@ -27,6 +27,8 @@ const (
 	CodeHeadersTooLarge      = "HEADERS_TOO_LARGE"
 	CodeBadRequest           = "BAD_REQUEST"
 	CodeRunFinished          = "RUN_FINISHED"
+	CodeConversationBusy     = "CONVERSATION_BUSY"
+	CodeNotImplemented       = "NOT_IMPLEMENTED"
 	CodeIdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED"
 	CodeRateLimited          = "RATE_LIMITED"
 	CodeServiceUnavailable   = "SERVICE_UNAVAILABLE"

@@ -139,6 +139,19 @@ func (h *EventHub) subscribe(user, conv string, maxPerUser int) (*hubSub, error)
 	return sub, nil
 }
 
+// streamsOf returns how many streams user has open.
+func (h *EventHub) streamsOf(user string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.perUser[user]
+}
+
+// errTooManyStreamsFor is the 429 of a stream past the per-user cap.
+func errTooManyStreamsFor(max int) *Error {
+	return &Error{Status: fiber.StatusTooManyRequests, Code: CodeRateLimited,
+		Detail: fmt.Sprintf("at most %d open event streams per user", max), RetryAfter: retryAfterSeconds}
+}
+
 // unsubscribe removes sub; it may already have been dropped.
 func (h *EventHub) unsubscribe(sub *hubSub) {
 	h.mu.Lock()
@@ -202,8 +215,7 @@ func (s *Server) streamEvents(c *fiber.Ctx) error {
 	sub, err := hub.subscribe(user, conv, s.chatCfg.SSEMaxStreamsPerUser)
 	switch {
 	case errors.Is(err, errTooManyStreams):
-		return &Error{Status: fiber.StatusTooManyRequests, Code: CodeRateLimited,
-			Detail: fmt.Sprintf("at most %d open event streams per user", s.chatCfg.SSEMaxStreamsPerUser), RetryAfter: retryAfterSeconds}
+		return errTooManyStreamsFor(s.chatCfg.SSEMaxStreamsPerUser)
 	case err != nil:
 		return errUnavailable("the server is shutting down")
 	}
@@ -228,12 +240,17 @@ func (s *Server) streamEvents(c *fiber.Ctx) error {
 // startStream answers 200 with the event-stream headers and hands the
 // body to st, which writes it after the handler returns.
 func startStream(c *fiber.Ctx, st *eventStream) error {
+	setStreamHeaders(c)
+	c.Context().SetBodyStreamWriter(st.run)
+	return nil
+}
+
+// setStreamHeaders makes the answer an event stream.
+func setStreamHeaders(c *fiber.Ctx) {
 	c.Status(fiber.StatusOK)
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
-	c.Context().SetBodyStreamWriter(st.run)
-	return nil
 }
 
 // streamPlan says where a stream starts.
@@ -252,9 +269,9 @@ type eventStream struct {
 	sub  *hubSub
 	conv string
 	plan streamPlan
-	// runID, when set, keeps only that run's events and ends the stream
-	// after its final event (POST /chat with Accept: text/event-stream).
-	runID string
+	// format writes the events; nil writes the events route's frames of
+	// every event (sseFormat).
+	format streamFormat
 	// finished: the run had ended before the stream opened (a replay), so
 	// the stream ends with the replay even when its final event is no
 	// longer retained.
@@ -264,6 +281,41 @@ type eventStream struct {
 	}
 }
 
+// streamFormat writes the body of one stream: the events route's frames
+// (sseFormat) or a ChatKit stream (chatkitFormat). Its methods are called
+// from the stream's goroutine only.
+type streamFormat interface {
+	// open writes what comes before the first event.
+	open(w *bufio.Writer) error
+	// event writes ev, or nothing when ev is not the stream's, and reports
+	// whether the stream ends after it.
+	event(w *bufio.Writer, ev chat.Event) (end bool, err error)
+	// interrupted hears that the stream ends before its format ended it:
+	// why is "gone" when a write failed (the client went away), else the
+	// hub's reason ("overflow", "deleted") or "shutdown". Unless the
+	// client is gone, it may write a last word to w.
+	interrupted(w *bufio.Writer, why string)
+}
+
+// sseFormat writes the events route's frames: id, event and data lines.
+// With runID set it keeps only that run's events and ends after its final
+// event (POST /chat with Accept: text/event-stream).
+type sseFormat struct{ runID string }
+
+func (f sseFormat) open(w *bufio.Writer) error { return flushed(w, ": stream open\n\n") }
+
+func (f sseFormat) event(w *bufio.Writer, ev chat.Event) (bool, error) {
+	if f.runID != "" && ev.RunID != f.runID {
+		return false, nil
+	}
+	if err := writeEvent(w, ev.Seq, ev.Type, ev.Data); err != nil {
+		return false, err
+	}
+	return f.runID != "" && chat.FinalEvent(ev.Type), nil
+}
+
+func (sseFormat) interrupted(*bufio.Writer, string) {}
+
 // run writes the stream until the client goes, the hub drops it or the
 // server shuts down. A client that went away is seen only as a write
 // error, at the latest at the next ping.
@@ -271,7 +323,11 @@ func (st *eventStream) run(w *bufio.Writer) {
 	defer st.hub.unsubscribe(st.sub)
 	ctx, cancel := context.WithCancel(st.hub.ctx) // ends on shutdown
 	defer cancel()
-	if err := flushed(w, ": stream open\n\n"); err != nil {
+	if st.format == nil {
+		st.format = sseFormat{}
+	}
+	if err := st.format.open(w); err != nil {
+		st.format.interrupted(w, "gone")
 		return
 	}
 	sent := st.plan.last // the cursor after which live events are new
@@ -289,6 +345,7 @@ func (st *eventStream) run(w *bufio.Writer) {
 		if sent, done, err = st.replay(ctx, w); err != nil || done || st.finished {
 			if err != nil {
 				st.log.Debug("event stream replay ended", "err", err)
+				st.format.interrupted(w, interruption(err))
 			}
 			return
 		}
@@ -303,26 +360,39 @@ func (st *eventStream) run(w *bufio.Writer) {
 				continue // already replayed
 			}
 			sent = ev.Seq
-			if !st.wants(ev) {
-				continue
-			}
-			if err := writeEvent(w, ev.Seq, ev.Type, ev.Data); err != nil {
+			end, err := st.format.event(w, ev)
+			if err != nil {
+				st.format.interrupted(w, "gone")
 				return
 			}
-			if st.ends(ev) {
+			if end {
 				return
 			}
 		case <-ping.C:
 			if err := flushed(w, ": ping\n\n"); err != nil {
+				st.format.interrupted(w, "gone")
 				return
 			}
 		case <-st.sub.ended:
 			st.log.Debug("event stream ended by the hub", "reason", st.sub.reason)
+			st.format.interrupted(w, st.sub.reason)
 			return
 		case <-st.hub.done:
+			st.format.interrupted(w, "shutdown")
 			return
 		}
 	}
+}
+
+// errWrite marks a failed write of a replay: the client went away.
+var errWrite = errors.New("httpapi: write to the client failed")
+
+// interruption names why a replay that failed with err ended.
+func interruption(err error) string {
+	if errors.Is(err, errWrite) {
+		return "gone"
+	}
+	return "replay"
 }
 
 // replay writes the conversation's events after the cursor up to at least
@@ -340,26 +410,17 @@ func (st *eventStream) replay(ctx context.Context, w *bufio.Writer) (last uint64
 		}
 		for _, ev := range evs {
 			after = ev.Seq
-			if !st.wants(ev) {
-				continue
+			end, err := st.format.event(w, ev)
+			if err != nil {
+				return after, false, fmt.Errorf("%w: %w", errWrite, err)
 			}
-			if err := writeEvent(w, ev.Seq, ev.Type, ev.Data); err != nil {
-				return after, false, err
-			}
-			if st.ends(ev) {
+			if end {
 				return after, true, nil
 			}
 		}
 	}
 	return max(after, st.plan.last), false, nil
 }
-
-// wants reports whether ev belongs on this stream.
-func (st *eventStream) wants(ev chat.Event) bool { return st.runID == "" || ev.RunID == st.runID }
-
-// ends reports whether ev, just written, ends this stream: the final event
-// of the one run it follows.
-func (st *eventStream) ends(ev chat.Event) bool { return st.runID != "" && chat.FinalEvent(ev.Type) }
 
 // writeEvent writes one event frame and flushes it. data is one line of
 // JSON (the published payload is compact JSON; json.Compact guarantees it).

@@ -195,7 +195,7 @@ func (s *Server) reqLog(c *fiber.Ctx) *slog.Logger {
 func (s *Server) cors() fiber.Handler {
 	cc := cors.Config{
 		AllowMethods:  "GET,POST,PUT,PATCH,DELETE,HEAD",
-		AllowHeaders:  "Authorization,Content-Type,Accept,Idempotency-Key,Last-Event-ID,Prefer,X-Request-Id",
+		AllowHeaders:  "Authorization,Content-Type,Accept,Idempotency-Key,Last-Event-ID,Prefer,X-Request-Id,Chatkit-Frame-Instance-Id",
 		ExposeHeaders: "Location,Retry-After,X-Request-Id",
 		MaxAge:        600,
 	}
@@ -310,6 +310,9 @@ func (s *Server) checkPathUser(c *fiber.Ctx) error {
 	id, ok := c.Locals(keyIdentity).(identity)
 	if !ok {
 		return errUnauthorized("a credential is required") // authenticate always runs first
+	}
+	if isChatKitPath(c.Path()) {
+		return c.Next() // no user id in the path: the credential's user is the caller
 	}
 	p, err := url.PathUnescape(c.Params("user_id"))
 	if err != nil || p != id.userID {

@@ -21,4 +21,5 @@ func (s *Server) routes() {
 	s.app.Use(pathAPIUser, s.checkPathUser)
 	s.taskRoutes()
 	s.chatRoutes()
+	s.chatkitRoutes()
 }

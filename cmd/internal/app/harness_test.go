@@ -59,7 +59,7 @@ type stackOptions struct {
 
 // stack is the whole pipeline running in the test process.
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	ns     bustest.Server
 	cfg    app.Config
 	db     *bun.DB
@@ -82,7 +82,7 @@ type stack struct {
 // workers with the relay, all configured through app.Load like chatd, with
 // a NATS prefix of its own and short durations. Everything stops when the
 // test ends, and on the machine's server its streams are deleted.
-func newStack(t *testing.T, ns bustest.Server, opts stackOptions) *stack {
+func newStack(t testing.TB, ns bustest.Server, opts stackOptions) *stack {
 	t.Helper()
 	logs := &logtest.Buffer{}
 	t.Cleanup(func() {
@@ -505,7 +505,7 @@ type tcpProxy struct {
 	isCut bool
 }
 
-func startProxy(t *testing.T, natsURL string) *tcpProxy {
+func startProxy(t testing.TB, natsURL string) *tcpProxy {
 	t.Helper()
 	u, err := url.Parse(natsURL)
 	if err != nil {
@@ -593,7 +593,7 @@ type apiUser struct {
 
 // newUser creates a Better Auth user and mints an HS256 token for it, as
 // the todo app's /api/auth/token route does.
-func (s *stack) newUser(t *testing.T) *apiUser {
+func (s *stack) newUser(t testing.TB) *apiUser {
 	t.Helper()
 	id := dbtest.CreateUser(t, testDB.DB, "")
 	tok, err := auth.SignHS256(secret, auth.TokenClaims{UserID: id, TTL: 10 * time.Minute})

@@ -66,7 +66,7 @@ func (u *apiUser) openEvents(t *testing.T, base, conv, query string, bearer bool
 
 // postStream sends message to conversationID ("" for a new one) asking
 // for the run's events in the response (Accept: text/event-stream).
-func (u *apiUser) postStream(t *testing.T, message, conversationID string) (*sseStream, response) {
+func (u *apiUser) postStream(t testing.TB, message, conversationID string) (*sseStream, response) {
 	t.Helper()
 	body, err := json.Marshal(map[string]string{"message": message})
 	if conversationID != "" {
@@ -88,18 +88,11 @@ func (u *apiUser) postStream(t *testing.T, message, conversationID string) (*sse
 }
 
 // openStream sends req and, on a 200, reads its body as an event stream.
-func openStream(t *testing.T, req *http.Request, cancel context.CancelFunc) (*sseStream, response) {
+func openStream(t testing.TB, req *http.Request, cancel context.CancelFunc) (*sseStream, response) {
 	t.Helper()
-	resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer cancel()
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return nil, response{status: resp.StatusCode, header: resp.Header, body: b}
+	resp, r := sendForStream(t, req, cancel) //nolint:bodyclose // closed by st.close, at the latest in t.Cleanup
+	if resp == nil {
+		return nil, r
 	}
 	st := &sseStream{resp: resp, frames: make(chan sseFrame, 100_000), done: make(chan struct{}), cancel: cancel}
 	t.Cleanup(st.close)
@@ -112,6 +105,24 @@ func openStream(t *testing.T, req *http.Request, cancel context.CancelFunc) (*ss
 	st.first = line
 	go st.read(br)
 	return st, response{status: resp.StatusCode, header: resp.Header}
+}
+
+// sendForStream sends req on a client of its own; a 200 answer comes back
+// unread, any other read to its end (and the request's context cancelled).
+func sendForStream(t testing.TB, req *http.Request, cancel context.CancelFunc) (*http.Response, response) {
+	t.Helper()
+	resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer cancel()
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return nil, response{status: resp.StatusCode, header: resp.Header, body: b}
+	}
+	return resp, response{status: resp.StatusCode, header: resp.Header}
 }
 
 func readLine(br *bufio.Reader) (string, error) {
@@ -156,7 +167,7 @@ func (st *sseStream) close() {
 }
 
 // next returns the next event frame, skipping comments.
-func (st *sseStream) next(t *testing.T) sseFrame {
+func (st *sseStream) next(t testing.TB) sseFrame {
 	t.Helper()
 	timeout := time.After(waitFor)
 	for {

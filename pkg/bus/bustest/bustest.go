@@ -49,7 +49,7 @@ type Server struct {
 // Embedded starts a fresh embedded server with JetStream on a random
 // loopback port and storage in a temporary directory; it shuts down when
 // the test ends.
-func Embedded(t *testing.T) Server {
+func Embedded(t testing.TB) Server {
 	t.Helper()
 	dir := t.TempDir()
 	s, err := natsembed.Start(natsembed.Config{DataDir: dir, Port: natsembed.RandomPort})
@@ -152,7 +152,7 @@ func Each(t *testing.T, f func(t *testing.T, s Server)) {
 // ends; call Prefix before connecting anything that uses it, so that the
 // deletion runs after those connections are closed. An embedded server's
 // streams go with its directory.
-func Prefix(t *testing.T, s Server) string {
+func Prefix(t testing.TB, s Server) string {
 	t.Helper()
 	var b [5]byte
 	_, _ = rand.Read(b[:])
@@ -165,7 +165,7 @@ func Prefix(t *testing.T, s Server) string {
 
 // deleteStreams deletes prefix's streams on the server at u; a stream
 // never created is no error.
-func deleteStreams(t *testing.T, u, prefix string) {
+func deleteStreams(t testing.TB, u, prefix string) {
 	t.Helper()
 	nc, err := nats.Connect(u, nats.Timeout(2*time.Second))
 	if err != nil {
