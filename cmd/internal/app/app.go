@@ -115,7 +115,7 @@ func StartNATS(cfg Config) (*natsembed.Server, error) {
 
 // NewWorkers builds the chat worker and the relay over db and b.
 func NewWorkers(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (*chatworker.Worker, *chatworker.Relay) {
-	a := agent.New(agent.NewOffline(), agent.WithMaxRounds(cfg.Agent.MaxToolRounds))
+	a := agent.New(agent.NewOffline(agent.WithWordDelay(cfg.Agent.OfflineDelay)), agent.WithMaxRounds(cfg.Agent.MaxToolRounds))
 	return chatworker.New(cfg.Worker, db, b, a, log), chatworker.NewRelay(cfg.Relay, db, b, log)
 }
 

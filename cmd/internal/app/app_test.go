@@ -344,3 +344,39 @@ func TestListenRefusesATakenAddress(t *testing.T) {
 		t.Fatalf("Listen on a taken address: %v", err)
 	}
 }
+
+// TestLoadOfflineDelay: AI_OFFLINE_DELAY is a duration up to the offline
+// agent's cap; unset, the agent does not pause.
+func TestLoadOfflineDelay(t *testing.T) {
+	tests := []struct {
+		value   string
+		want    time.Duration
+		wantErr string
+	}{
+		{"", 0, ""},
+		{"250ms", 250 * time.Millisecond, ""},
+		{"2s", 2 * time.Second, ""},
+		{"3s", 0, "AI_OFFLINE_DELAY must be at most 2s"},
+		{"slow", 0, "AI_OFFLINE_DELAY must be a positive duration"},
+		{"-1s", 0, "AI_OFFLINE_DELAY must be a positive duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			cfg, err := app.Load(env(map[string]string{
+				"DATABASE_URL": testDB.URL, "BETTER_AUTH_SECRET": secret, "AI_OFFLINE_DELAY": tt.value,
+			}), app.ServiceChatd)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Load: err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Agent.OfflineDelay != tt.want {
+				t.Fatalf("OfflineDelay = %s, want %s", cfg.Agent.OfflineDelay, tt.want)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/taskchat/taskchat/pkg/agent"
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/bus"
 	"github.com/taskchat/taskchat/pkg/config"
@@ -92,6 +93,9 @@ type AgentConfig struct {
 	Provider string
 	// MaxToolRounds caps the tool rounds of one run (AI_MAX_TOOL_ROUNDS).
 	MaxToolRounds int
+	// OfflineDelay slows the offline agent: a pause before each word it
+	// streams (AI_OFFLINE_DELAY; for tests and demos, 0 otherwise).
+	OfflineDelay time.Duration
 }
 
 // Load reads and validates the configuration of service; every problem is
@@ -150,6 +154,10 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 		}
 		if cfg.Agent.MaxToolRounds < 1 || cfg.Agent.MaxToolRounds > 50 {
 			r.Fail("AI_MAX_TOOL_ROUNDS", "must be from 1 to 50")
+		}
+		cfg.Agent.OfflineDelay = r.Duration("AI_OFFLINE_DELAY", 0)
+		if cfg.Agent.OfflineDelay > agent.MaxOfflineWordDelay {
+			r.Fail("AI_OFFLINE_DELAY", fmt.Sprintf("must be at most %s, got %s", agent.MaxOfflineWordDelay, cfg.Agent.OfflineDelay))
 		}
 		if service == ServiceWorker {
 			cfg.WorkerHTTPAddr = r.String("WORKER_HTTP_ADDR", "")
