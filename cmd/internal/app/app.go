@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/bus"
 	"github.com/taskchat/taskchat/pkg/chat"
+	"github.com/taskchat/taskchat/pkg/console"
 	"github.com/taskchat/taskchat/pkg/dbschema"
 	"github.com/taskchat/taskchat/pkg/httpapi"
 	"github.com/taskchat/taskchat/pkg/natsembed"
@@ -74,6 +76,10 @@ func NewAPIServer(ctx context.Context, cfg Config, db *bun.DB, b *bus.Bus, log *
 		return nil, nil, fmt.Errorf("subscribe to conversation deletes: %w", err)
 	}
 	stop = func() { stopDeleted(); stopFollow() }
+	var consoleFiles fs.FS
+	if cfg.Console {
+		consoleFiles = console.Files()
+	}
 	srv = httpapi.New(cfg.HTTP, httpapi.Deps{
 		Auth:  verifier,
 		Tasks: todo.NewStore(db),
@@ -82,7 +88,8 @@ func NewAPIServer(ctx context.Context, cfg Config, db *bun.DB, b *bus.Bus, log *
 			{Name: "postgres", Check: db.PingContext},
 			{Name: "nats", Check: b.Ready},
 		},
-		Chat: &httpapi.Chat{Config: cfg.Chat, Store: chat.NewStore(db), Bus: b, Waiter: waiter, Events: hub},
+		Chat:    &httpapi.Chat{Config: cfg.Chat, Store: chat.NewStore(db), Bus: b, Waiter: waiter, Events: hub},
+		Console: consoleFiles,
 	})
 	return srv, stop, nil
 }

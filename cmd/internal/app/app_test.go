@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -376,6 +377,53 @@ func TestLoadOfflineDelay(t *testing.T) {
 			}
 			if cfg.Agent.OfflineDelay != tt.want {
 				t.Fatalf("OfflineDelay = %s, want %s", cfg.Agent.OfflineDelay, tt.want)
+			}
+		})
+	}
+}
+
+// TestConsoleOnlyWhereEnabled: chatd serves the console unless
+// DEV_CONSOLE=false; the API serves it only with DEV_CONSOLE=true.
+func TestConsoleOnlyWhereEnabled(t *testing.T) {
+	ns := bustest.Embedded(t)
+	tests := []struct {
+		name    string
+		service app.Service
+		value   string
+		want    int
+	}{
+		{"api by default", app.ServiceAPI, "", http.StatusNotFound},
+		{"api with DEV_CONSOLE=true", app.ServiceAPI, "true", http.StatusOK},
+		{"chatd by default", app.ServiceChatd, "", http.StatusOK},
+		{"chatd with DEV_CONSOLE=false", app.ServiceChatd, "false", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := app.Load(env(map[string]string{
+				"DATABASE_URL": testDB.URL, "NATS_URL": ns.URL, "BETTER_AUTH_SECRET": secret, "DEV_CONSOLE": tt.value,
+			}), tt.service)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := app.ConnectBus(context.Background(), cfg, "", "test", slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(b.Close)
+			srv, stop, err := app.NewAPIServer(context.Background(), cfg, testDB.DB, b, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+			for _, path := range []string{"/", "/console/console.js"} {
+				resp, err := srv.App().Test(httptest.NewRequest(http.MethodGet, path, nil), -1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tt.want {
+					t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, tt.want)
+				}
 			}
 		})
 	}

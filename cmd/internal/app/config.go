@@ -75,6 +75,10 @@ type Config struct {
 	HTTP     httpapi.Config
 	Chat     httpapi.ChatConfig
 
+	// Console serves the web console at "/" (DEV_CONSOLE; chatd's default
+	// is true, the API's false).
+	Console bool
+
 	// The workers' parts.
 	Worker chatworker.Config
 	Relay  chatworker.RelayConfig
@@ -122,6 +126,7 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 			defAddr = DefaultDevHTTPAddr
 		}
 		cfg.HTTPAddr = r.String("HTTP_ADDR", defAddr)
+		cfg.Console = r.Bool("DEV_CONSOLE", service == ServiceChatd)
 		cfg.Auth = config.Auth(r)
 		cfg.HTTP = httpConfig(r)
 		cfg.Chat = httpapi.ChatConfig{
