@@ -233,12 +233,22 @@ func Serve(ctx context.Context, cfg Config, srv *httpapi.Server, ln net.Listener
 }
 
 // LogStart writes the start-up lines: every variable read (secrets
-// masked) and, in development mode, a warning that says where it listens.
+// masked) and, in development mode, a warning that says where it listens
+// and where its secret comes from.
 func LogStart(cfg Config, log *slog.Logger) {
 	log.Info("starting", "config", cfg.Env)
 	if cfg.DevMode && cfg.Service.api() {
+		secret := "BETTER_AUTH_SECRET"
+		switch {
+		case cfg.DevSecret.Created:
+			secret = "generated, kept in " + cfg.DevSecret.Path
+		case cfg.DevSecret.Path != "":
+			secret = "kept in " + cfg.DevSecret.Path
+		case cfg.Auth.Secret == "":
+			secret = "none (JWKS only)"
+		}
 		log.Warn("development mode (DEV_MODE=true): never use it in production",
-			"http_addr", cfg.HTTPAddr, "loopback_only", isLoopback(cfg.HTTPAddr))
+			"http_addr", cfg.HTTPAddr, "loopback_only", isLoopback(cfg.HTTPAddr), "auth_secret", secret)
 	}
 }
 

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -14,9 +15,10 @@ import (
 	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
 
-// DevSecret is the development BETTER_AUTH_SECRET that the Makefile and
-// docker-compose.yml use when none is set. It is published, so anyone can
-// mint tokens with it: the services accept it only in development mode.
+// DevSecret is the development BETTER_AUTH_SECRET that docker-compose.yml
+// uses when none is set. It is published, so anyone can mint tokens with
+// it: the services accept it only in development mode. (chatd in
+// development mode generates a secret of its own instead: DevSecretFile.)
 const DevSecret = "taskchat-local-dev-secret-do-not-use-in-production"
 
 // Listen addresses of the API: everywhere in production, loopback only in
@@ -65,6 +67,10 @@ type Config struct {
 	// DataDir holds the embedded NATS server's storage (DATA_DIR; chatd
 	// without NATS_URL only).
 	DataDir string
+	// DevSecret is where chatd in development mode keeps the secret it
+	// generated because no credential setting was given; empty otherwise.
+	// Auth.Secret holds the secret.
+	DevSecret DevSecretSource
 
 	DB   pgdb.Config
 	NATS bus.Config
@@ -102,10 +108,28 @@ type AgentConfig struct {
 	OfflineDelay time.Duration
 }
 
+// DevSecretSource says where chatd's development secret comes from.
+type DevSecretSource struct {
+	// Path is the file that keeps it (DATA_DIR/DevSecretFile).
+	Path string
+	// Created is set when this start generated it.
+	Created bool
+}
+
 // Load reads and validates the configuration of service; every problem is
-// reported at once.
+// reported at once. chatd in development mode without any credential
+// setting reads its secret from DATA_DIR (see DevSecretFile), generating
+// it on first use: the only file Load writes.
 func Load(getenv config.Getenv, service Service) (Config, error) {
-	r := config.NewReader(getenv)
+	// The reader sees a development secret as BETTER_AUTH_SECRET, so that
+	// it is checked, and masked in the log, like a configured one.
+	devSecretValue := ""
+	r := config.NewReader(func(k string) string {
+		if v := getenv(k); v != "" || k != "BETTER_AUTH_SECRET" {
+			return v
+		}
+		return devSecretValue
+	})
 	cfg := Config{
 		Service:         service,
 		Log:             config.Logging(r),
@@ -127,6 +151,13 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 		}
 		cfg.HTTPAddr = r.String("HTTP_ADDR", defAddr)
 		cfg.Console = r.Bool("DEV_CONSOLE", service == ServiceChatd)
+		if service == ServiceChatd && cfg.DevMode && noAuthSettings(getenv) {
+			cfg.DevSecret.Path = filepath.Join(cfg.DataDir, DevSecretFile)
+			var err error
+			if devSecretValue, cfg.DevSecret.Created, err = devSecret(cfg.DevSecret.Path); err != nil {
+				r.Fail("DATA_DIR", err.Error())
+			}
+		}
 		cfg.Auth = config.Auth(r)
 		cfg.HTTP = httpConfig(r)
 		cfg.Chat = httpapi.ChatConfig{
