@@ -45,6 +45,10 @@ function notice(text) {
   $('notice').hidden = !text;
 }
 
+// Notices about the connection, cleared once it is back.
+const OFFLINE = 'The server cannot be reached. Is chatd running?';
+const RECONNECTING = 'The connection to the server was lost: reconnecting…';
+
 // wait resolves after ms, or at once when signal aborts.
 function wait(ms, signal) {
   return new Promise((resolve) => {
@@ -84,14 +88,17 @@ function takeTokenFromFragment() {
   }
 }
 
-async function signIn(token) {
+// signIn checks token (GET /api/me) and opens the console. typed: the
+// person just pasted it, rather than it coming from this tab's storage.
+async function signIn(token, typed = false) {
   state.token = token;
   let me;
   try {
     me = await api('GET', '/api/me');
   } catch (err) {
-    if (err.status !== 401) $('sign-in').hidden = false; // 401 already shows it
-    report(err);
+    $('sign-in').hidden = false;
+    if (err.status === 401 && typed) notice('The server does not accept this credential: check it, or get a new one (make token).');
+    else report(err);
     return;
   }
   state.userId = me.user_id;
@@ -169,7 +176,7 @@ function report(err) {
   } else if (err.status === 429) {
     notice('Too many messages at once: wait for the answers to finish, then send again.');
   } else if (err.status === 0) {
-    notice('The server cannot be reached. Is chatd running?');
+    notice(OFFLINE);
   } else if (err.status === 503) {
     notice('The service is not available right now; try again in a few seconds.');
   } else {
@@ -448,13 +455,15 @@ function follow(id, cursor, onEvent) {
         if (resp.status === 404) return conversationGone(id);
         if (resp.ok) {
           delay = 500;
+          if ([OFFLINE, RECONNECTING].includes($('notice').textContent)) notice('');
           await readEvents(resp.body, (ev) => {
             if (ev.id != null) lastId = ev.id;
             onEvent(ev);
           });
         }
       } catch {
-        // A cut connection, or stop(): the loop decides.
+        // A cut connection, or stop().
+        if (!controller.signal.aborted) notice(RECONNECTING);
       }
       markOpened();
       await wait(delay, controller.signal);
@@ -748,7 +757,7 @@ function wire() {
   $('sign-in-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const token = $('credential').value.trim();
-    if (token) signIn(token);
+    if (token) signIn(token, true);
   });
   $('sign-out').addEventListener('click', () => signOut(''));
   $('new-conversation').addEventListener('click', newConversation);
