@@ -601,6 +601,7 @@ function finishRun(runId, status, failed = false) {
   else if (status && run.userMessageId && view.bubbles.has(run.userMessageId)) {
     // No answer was written: say why under the question.
     answer?.li.remove();
+    view.bubbles.delete(run.assistantMessageId);
     setStatus(view.bubbles.get(run.userMessageId), status, failed);
   }
   loadConversations().catch(report); // new order, new preview
