@@ -2,22 +2,26 @@
 # the local Postgres; `make test` runs every test.
 
 # Local defaults; override on the command line or in the environment.
+# BETTER_AUTH_SECRET has none: unless you set one (the front end's), chatd
+# in development mode generates one into $(DATA_DIR)/dev-auth-secret and
+# keeps it there, and make token signs with that file.
 DATABASE_URL       ?= postgres://postgres@127.0.0.1:5432/taskchat?sslmode=disable
-BETTER_AUTH_SECRET ?= taskchat-local-dev-secret-do-not-use-in-production
+DATA_DIR           ?= ./data
 CORS_ORIGINS       ?= http://localhost:3000
 LOG_FORMAT         ?= text
 USER_ID            ?= dev-user
 TESTFLAGS          ?=
 LOADFLAGS          ?=
 
-export DATABASE_URL BETTER_AUTH_SECRET CORS_ORIGINS LOG_FORMAT
+export DATABASE_URL DATA_DIR CORS_ORIGINS LOG_FORMAT
 
 GO ?= go
 
 .PHONY: run test lint deploy-check schema schema-diff token build load
 
-## run: create the database if missing, apply the schema, serve the API (chatd)
-## in development mode: on 127.0.0.1:8080 unless HTTP_ADDR says otherwise
+## run: create the database if missing, apply the schema, serve the API and
+## the console (chatd) in development mode: on 127.0.0.1:8080 unless
+## HTTP_ADDR says otherwise; its log prints a URL that opens the console
 run: schema
 	DEV_MODE=true $(GO) run ./cmd/chatd
 
@@ -44,9 +48,12 @@ schema:
 schema-diff:
 	$(GO) run ./cmd/chatctl schema diff
 
-## token: print a development token for USER_ID, creating the user row
+## token: print a development token for USER_ID, creating the user row,
+## signed with BETTER_AUTH_SECRET or else the secret make run generated
 token:
-	@$(GO) run ./cmd/chatctl token --user-id $(USER_ID) --create-user
+	@secret="$${BETTER_AUTH_SECRET:-$$(cat $(DATA_DIR)/dev-auth-secret 2>/dev/null)}"; \
+	if [ -z "$$secret" ]; then echo "make token: set BETTER_AUTH_SECRET, or start make run once: it generates $(DATA_DIR)/dev-auth-secret" >&2; exit 1; fi; \
+	BETTER_AUTH_SECRET="$$secret" $(GO) run ./cmd/chatctl token --user-id $(USER_ID) --create-user
 
 ## build: all binaries into ./bin
 build:

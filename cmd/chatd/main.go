@@ -1,16 +1,22 @@
 // Command chatd is taskchat all in one process: an embedded NATS server
 // with JetStream (unless NATS_URL names one), the HTTP API and the chat
-// workers, on one database pool. `make run` starts it in development mode
-// (DEV_MODE=true: loopback only), with the built-in offline assistant.
+// workers, on one database pool, and the web console at /. `make run`
+// starts it in development mode (DEV_MODE=true: loopback only, a secret of
+// its own under DATA_DIR when none is set, a development user and a
+// console URL in the log), with the built-in offline assistant.
 package main
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/uptrace/bun"
 
 	"github.com/taskchat/taskchat/cmd/internal/app"
 	"github.com/taskchat/taskchat/pkg/config"
@@ -24,6 +30,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "chatd:", err)
 		os.Exit(1)
 	}
+}
+
+// logConsoleURL logs, once, the URL that opens the console signed in as
+// the development user (created if missing). It is the one line that
+// holds a credential, on purpose: development mode only, on the
+// developer's own terminal, and in the URL's fragment, which the browser
+// never sends on.
+func logConsoleURL(ctx context.Context, cfg app.Config, db *bun.DB, ln net.Listener, log *slog.Logger) {
+	url, err := app.DevConsoleURL(ctx, cfg, db, ln.Addr())
+	if err != nil {
+		log.Warn("development console: no sign-in URL; sign in with a token from make token", "err", err)
+		return
+	}
+	log.Info("development console: open this URL to sign in as "+app.DevUserID, "url", url)
 }
 
 // run starts every part of taskchat in this process and stops them in
@@ -90,6 +110,9 @@ func run(ctx context.Context, getenv config.Getenv, logOut io.Writer) error {
 	if err != nil {
 		abortWorkers()
 		return err
+	}
+	if cfg.DevMode && cfg.Console {
+		logConsoleURL(ctx, cfg, db, ln, log)
 	}
 
 	// Serve until SIGTERM; then the HTTP server stops, then the workers.

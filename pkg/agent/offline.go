@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -31,8 +32,29 @@ const (
 	offlineDone   = "Done. Anything else?"
 )
 
+// MaxOfflineWordDelay bounds WithWordDelay: a run of the slowed offline
+// provider must still end well within a worker's lease.
+const MaxOfflineWordDelay = 2 * time.Second
+
 // offline is the provider used when no model is configured.
-type offline struct{}
+type offline struct {
+	// delay is the pause before each word after the first (WithWordDelay).
+	delay time.Duration
+	// pause waits d or until ctx ends; a test replaces it.
+	pause func(ctx context.Context, d time.Duration) error
+}
+
+// OfflineOption changes the offline provider.
+type OfflineOption func(*offline)
+
+// WithWordDelay makes the offline provider pause d before each word of its
+// text after the first, as a slow model would, so that an answer can be
+// watched (or interrupted) while it streams: for tests and demos
+// (AI_OFFLINE_DELAY), never needed otherwise. d is at most
+// MaxOfflineWordDelay; a cancelled run stops waiting at once.
+func WithWordDelay(d time.Duration) OfflineOption {
+	return func(o *offline) { o.delay = min(max(d, 0), MaxOfflineWordDelay) }
+}
 
 // NewOffline returns the offline provider: a deterministic, rule-based
 // stand-in for a model that needs no network. It reads the last user
@@ -44,20 +66,43 @@ type offline struct{}
 // a tie; several equally good matches make it ask which one). Its text is
 // streamed word by word. Call ids are derived from the conversation, so
 // they are the same on a retry and differ between the calls of a run.
-func NewOffline() Provider { return offline{} }
+func NewOffline(opts ...OfflineOption) Provider {
+	o := offline{pause: pause}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Model names the offline provider.
 func (offline) Model() string { return OfflineModel }
 
 // Complete answers the conversation's last user message, or continues
 // after the tool results that follow it.
-func (offline) Complete(ctx context.Context, req Request, onDelta func(string)) (Turn, error) {
+func (o offline) Complete(ctx context.Context, req Request, onDelta func(string)) (Turn, error) {
 	if err := ctx.Err(); err != nil {
 		return Turn{}, err
 	}
 	turn := nextTurn(req.Messages)
 	if onDelta != nil {
-		for _, piece := range splitWords(turn.Text) {
+		for i, piece := range splitWords(turn.Text) {
+			if i > 0 && o.delay > 0 {
+				if err := o.pause(ctx, o.delay); err != nil {
+					return Turn{}, err
+				}
+			}
 			if err := ctx.Err(); err != nil {
 				return Turn{}, err
 			}

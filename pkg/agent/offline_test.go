@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/taskchat/taskchat/pkg/agent"
 	"github.com/taskchat/taskchat/pkg/todo"
@@ -504,5 +506,57 @@ func BenchmarkOfflineRun(b *testing.B) {
 		if err != nil || len(res.Calls) != 2 {
 			b.Fatalf("%+v, %v", res, err)
 		}
+	}
+}
+
+// TestOfflineWordDelay: with a word delay the provider pauses before each
+// word but the first, for the delay asked (capped), and a run cancelled
+// during a pause stops at once.
+func TestOfflineWordDelay(t *testing.T) {
+	help := agent.Request{Messages: []agent.Message{{Role: agent.RoleUser, Content: "help"}}}
+	tests := []struct {
+		name  string
+		delay time.Duration
+		want  time.Duration // each pause; 0: none
+	}{
+		{"no delay", 0, 0},
+		{"a delay", 300 * time.Millisecond, 300 * time.Millisecond},
+		{"capped", time.Hour, agent.MaxOfflineWordDelay},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var seq []string
+			p := agent.NewOffline(agent.WithWordDelay(tt.delay), agent.WithPause(func(_ context.Context, d time.Duration) error {
+				seq = append(seq, "pause "+d.String())
+				return nil
+			}))
+			turn, err := p.Complete(context.Background(), help, func(s string) { seq = append(seq, "word") })
+			if err != nil {
+				t.Fatal(err)
+			}
+			words := len(strings.Fields(turn.Text))
+			var want []string
+			for i := range words {
+				if i > 0 && tt.want > 0 {
+					want = append(want, "pause "+tt.want.String())
+				}
+				want = append(want, "word")
+			}
+			if !slices.Equal(seq, want) {
+				t.Fatalf("got %q, want %q", seq, want)
+			}
+		})
+	}
+
+	// The real pause: an hour-long one ends with the run's context.
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	_, err := agent.NewOffline(agent.WithWordDelay(time.Hour)).Complete(ctx, help, func(string) {
+		if n++; n == 1 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || n != 1 {
+		t.Fatalf("cancelled during a pause: err %v after %d words", err, n)
 	}
 }

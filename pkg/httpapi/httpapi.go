@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -256,6 +257,9 @@ type Deps struct {
 	Ready []ReadyCheck
 	// Chat serves the chat routes; nil serves none.
 	Chat *Chat
+	// Console, when set, holds the web console's files: index.html, served
+	// at "/", and its assets, served under ConsolePrefix. nil serves none.
+	Console fs.FS
 }
 
 // Server is the HTTP API: a Fiber app with taskchat's middleware and routes.

@@ -17,6 +17,10 @@ import (
 	"github.com/taskchat/taskchat/pkg/reqctx"
 )
 
+// methodUse is the Method of a route registered with Use (Fiber does not
+// export its name): middleware, not a route.
+const methodUse = "USE"
+
 // HeaderRequestID carries the request id in both directions.
 const HeaderRequestID = "X-Request-Id"
 
@@ -151,7 +155,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		level = slog.LevelDebug // probes would drown the log
 	}
 	route := c.Route().Path
-	if middlewarePaths[route] {
+	if c.Route().Method == methodUse {
 		route = "" // no route matched; the last middleware answered
 	}
 	s.reqLog(c).LogAttrs(c.UserContext(), level, "request",

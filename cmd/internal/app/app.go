@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/authstore"
 	"github.com/taskchat/taskchat/pkg/bus"
 	"github.com/taskchat/taskchat/pkg/chat"
+	"github.com/taskchat/taskchat/pkg/console"
 	"github.com/taskchat/taskchat/pkg/dbschema"
 	"github.com/taskchat/taskchat/pkg/httpapi"
 	"github.com/taskchat/taskchat/pkg/llm"
@@ -75,6 +77,10 @@ func NewAPIServer(ctx context.Context, cfg Config, db *bun.DB, b *bus.Bus, log *
 		return nil, nil, fmt.Errorf("subscribe to conversation deletes: %w", err)
 	}
 	stop = func() { stopDeleted(); stopFollow() }
+	var consoleFiles fs.FS
+	if cfg.Console {
+		consoleFiles = console.Files()
+	}
 	srv = httpapi.New(cfg.HTTP, httpapi.Deps{
 		Auth:  verifier,
 		Tasks: todo.NewStore(db),
@@ -83,7 +89,8 @@ func NewAPIServer(ctx context.Context, cfg Config, db *bun.DB, b *bus.Bus, log *
 			{Name: "postgres", Check: db.PingContext},
 			{Name: "nats", Check: b.Ready},
 		},
-		Chat: &httpapi.Chat{Config: cfg.Chat, Store: chat.NewStore(db), Bus: b, Waiter: waiter, Events: hub},
+		Chat:    &httpapi.Chat{Config: cfg.Chat, Store: chat.NewStore(db), Bus: b, Waiter: waiter, Events: hub},
+		Console: consoleFiles,
 	})
 	return srv, stop, nil
 }
@@ -127,7 +134,7 @@ func NewWorkers(cfg Config, db *bun.DB, b *bus.Bus, log *slog.Logger) (*chatwork
 // NewProvider returns the model cfg chooses.
 func NewProvider(cfg AgentConfig) (agent.Provider, error) {
 	if cfg.Provider != ProviderOpenAI {
-		return agent.NewOffline(), nil
+		return agent.NewOffline(agent.WithWordDelay(cfg.OfflineDelay)), nil
 	}
 	p, err := llm.New(cfg.OpenAI)
 	if err != nil {
@@ -244,12 +251,22 @@ func Serve(ctx context.Context, cfg Config, srv *httpapi.Server, ln net.Listener
 }
 
 // LogStart writes the start-up lines: every variable read (secrets
-// masked) and, in development mode, a warning that says where it listens.
+// masked) and, in development mode, a warning that says where it listens
+// and where its secret comes from.
 func LogStart(cfg Config, log *slog.Logger) {
 	log.Info("starting", "config", cfg.Env)
 	if cfg.DevMode && cfg.Service.api() {
+		secret := "BETTER_AUTH_SECRET"
+		switch {
+		case cfg.DevSecret.Created:
+			secret = "generated, kept in " + cfg.DevSecret.Path
+		case cfg.DevSecret.Path != "":
+			secret = "kept in " + cfg.DevSecret.Path
+		case cfg.Auth.Secret == "":
+			secret = "none (JWKS only)"
+		}
 		log.Warn("development mode (DEV_MODE=true): never use it in production",
-			"http_addr", cfg.HTTPAddr, "loopback_only", isLoopback(cfg.HTTPAddr))
+			"http_addr", cfg.HTTPAddr, "loopback_only", isLoopback(cfg.HTTPAddr), "auth_secret", secret)
 	}
 }
 

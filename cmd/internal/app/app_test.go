@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -425,4 +427,163 @@ func TestListenRefusesATakenAddress(t *testing.T) {
 	if _, err := app.Listen(ln.Addr().String()); err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
 		t.Fatalf("Listen on a taken address: %v", err)
 	}
+}
+
+// TestLoadOfflineDelay: AI_OFFLINE_DELAY is a duration up to the offline
+// agent's cap; unset, the agent does not pause.
+func TestLoadOfflineDelay(t *testing.T) {
+	tests := []struct {
+		value   string
+		want    time.Duration
+		wantErr string
+	}{
+		{"", 0, ""},
+		{"250ms", 250 * time.Millisecond, ""},
+		{"2s", 2 * time.Second, ""},
+		{"3s", 0, "AI_OFFLINE_DELAY must be at most 2s"},
+		{"slow", 0, "AI_OFFLINE_DELAY must be a positive duration"},
+		{"-1s", 0, "AI_OFFLINE_DELAY must be a positive duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			cfg, err := app.Load(env(map[string]string{
+				"DATABASE_URL": testDB.URL, "BETTER_AUTH_SECRET": secret, "AI_OFFLINE_DELAY": tt.value,
+			}), app.ServiceChatd)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Load: err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Agent.OfflineDelay != tt.want {
+				t.Fatalf("OfflineDelay = %s, want %s", cfg.Agent.OfflineDelay, tt.want)
+			}
+		})
+	}
+}
+
+// TestConsoleOnlyWhereEnabled: chatd serves the console unless
+// DEV_CONSOLE=false; the API serves it only with DEV_CONSOLE=true.
+func TestConsoleOnlyWhereEnabled(t *testing.T) {
+	ns := bustest.Embedded(t)
+	tests := []struct {
+		name    string
+		service app.Service
+		value   string
+		want    int
+	}{
+		{"api by default", app.ServiceAPI, "", http.StatusNotFound},
+		{"api with DEV_CONSOLE=true", app.ServiceAPI, "true", http.StatusOK},
+		{"chatd by default", app.ServiceChatd, "", http.StatusOK},
+		{"chatd with DEV_CONSOLE=false", app.ServiceChatd, "false", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := app.Load(env(map[string]string{
+				"DATABASE_URL": testDB.URL, "NATS_URL": ns.URL, "BETTER_AUTH_SECRET": secret, "DEV_CONSOLE": tt.value,
+			}), tt.service)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := app.ConnectBus(context.Background(), cfg, "", "test", slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(b.Close)
+			srv, stop, err := app.NewAPIServer(context.Background(), cfg, testDB.DB, b, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+			for _, path := range []string{"/", "/console/console.js"} {
+				resp, err := srv.App().Test(httptest.NewRequest(http.MethodGet, path, nil), -1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tt.want {
+					t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestDevModeGeneratesSecret: chatd in development mode with no credential
+// setting makes a secret, keeps it under DATA_DIR (owner only) and reads
+// it back on the next start; it says so at start and never shows it.
+// Nothing else generates one.
+func TestDevModeGeneratesSecret(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	dev := map[string]string{"DATABASE_URL": testDB.URL, "DEV_MODE": "true", "DATA_DIR": dir}
+	file := filepath.Join(dir, app.DevSecretFile)
+
+	var secrets []string
+	for i, want := range []string{"generated, kept in " + file, "kept in " + file} {
+		cfg, err := app.Load(env(dev), app.ServiceChatd)
+		if err != nil {
+			t.Fatalf("start %d: %v", i+1, err)
+		}
+		if len(cfg.Auth.Secret) < auth.MinSecretLength || cfg.DevSecret.Path != file || cfg.DevSecret.Created != (i == 0) {
+			t.Fatalf("start %d: secret of %d bytes, %+v", i+1, len(cfg.Auth.Secret), cfg.DevSecret)
+		}
+		secrets = append(secrets, cfg.Auth.Secret)
+		var b bytes.Buffer
+		app.LogStart(cfg, slog.New(slog.NewTextHandler(&b, nil)))
+		if !strings.Contains(b.String(), want) || strings.Contains(b.String(), cfg.Auth.Secret) {
+			t.Fatalf("start %d: the log does not say %q, or shows the secret: %s", i+1, want, b.String())
+		}
+	}
+	if secrets[0] != secrets[1] {
+		t.Fatal("the second start did not read the kept secret")
+	}
+	info, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 {
+		t.Fatalf("%s has mode %v, want 0600", file, perm)
+	}
+
+	tests := []struct {
+		name    string
+		service app.Service
+		env     map[string]string
+		wantErr string
+	}{
+		{"not in development mode", app.ServiceChatd, map[string]string{}, "set BETTER_AUTH_SECRET or BETTER_AUTH_URL/JWKS_URL"},
+		{"the API", app.ServiceAPI, map[string]string{"DEV_MODE": "true", "NATS_URL": "nats://127.0.0.1:4222"}, "set BETTER_AUTH_SECRET or BETTER_AUTH_URL/JWKS_URL"},
+		{"a JWKS is configured", app.ServiceChatd, map[string]string{"DEV_MODE": "true", "BETTER_AUTH_URL": "https://auth.example.com"}, ""},
+		{"a secret is configured", app.ServiceChatd, map[string]string{"DEV_MODE": "true", "BETTER_AUTH_SECRET": secret}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tt.env["DATABASE_URL"], tt.env["DATA_DIR"] = testDB.URL, dir
+			cfg, err := app.Load(env(tt.env), tt.service)
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Load: err = %v, want %q", err, tt.wantErr)
+			}
+			if tt.wantErr == "" && (err != nil || cfg.DevSecret.Path != "") {
+				t.Fatalf("Load: err = %v, development secret %+v", err, cfg.DevSecret)
+			}
+			if _, err := os.Stat(filepath.Join(dir, app.DevSecretFile)); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("a secret file was made: %v", err)
+			}
+		})
+	}
+
+	t.Run("a damaged file", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, app.DevSecretFile), []byte("short\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := app.Load(env(map[string]string{"DATABASE_URL": testDB.URL, "DEV_MODE": "true", "DATA_DIR": dir}), app.ServiceChatd)
+		if err == nil || !strings.Contains(err.Error(), "holds no usable secret") || !strings.Contains(err.Error(), "DATA_DIR") {
+			t.Fatalf("Load: %v", err)
+		}
+	})
 }

@@ -180,8 +180,8 @@ func union(byType map[string]shape) shape {
 	}
 }
 
-// page is Page[T].
-func page(elem shape) shape {
+// pageShape is Page[T].
+func pageShape(elem shape) shape {
 	return object(req("data", array(elem)), req("has_more", boolean), opt("after", nonEmpty))
 }
 
@@ -220,7 +220,7 @@ var (
 		"closed": object(req("type", literal("closed")), opt("reason", str)),
 	})
 	threadShape = object(opt("title", str), req("id", nonEmpty), req("created_at", timestamp), opt("status", status),
-		opt("metadata", anyObject), req("items", page(item)))
+		opt("metadata", anyObject), req("items", pageShape(item)))
 	update = union(map[string]shape{
 		"assistant_message.content_part.added":      object(req("type", str), req("content_index", integer), req("content", outputText)),
 		"assistant_message.content_part.text_delta": object(req("type", str), req("content_index", integer), req("delta", str)),

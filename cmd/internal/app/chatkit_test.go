@@ -287,7 +287,7 @@ func (u *apiUser) listItems(t *testing.T, thread string, limit int, order, after
 		p["after"] = after
 	}
 	r := u.chatkit(t, "", ckRequest("items.list", p)).want(t, http.StatusOK)
-	checkShape(t, "items.list", r.body, page(item))
+	checkShape(t, "items.list", r.body, pageShape(item))
 	var pg ckPage
 	r.decode(t, &pg)
 	return pg
@@ -458,8 +458,8 @@ func TestChatKitConformance(t *testing.T) {
 		shape  shape
 	}{
 		{"threads.get_by_id", 200, threadShape},
-		{"threads.list", 200, page(threadShape)},
-		{"items.list", 200, page(item)},
+		{"threads.list", 200, pageShape(threadShape)},
+		{"items.list", 200, pageShape(item)},
 		{"threads.update", 200, threadShape},
 		{"items.feedback", 200, emptyObject},
 		{"threads.sync_custom_action", 501, nil},
@@ -551,7 +551,7 @@ func TestChatKitPaging(t *testing.T) {
 		after := any(nil)
 		for {
 			r := u.chatkit(t, "", ckRequest("threads.list", map[string]any{"limit": 10, "order": order, "after": after})).want(t, http.StatusOK)
-			checkShape(t, "threads.list", r.body, page(threadShape))
+			checkShape(t, "threads.list", r.body, pageShape(threadShape))
 			var pg struct {
 				Data    []ckThread `json:"data"`
 				HasMore bool       `json:"has_more"`

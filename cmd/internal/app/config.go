@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -15,9 +16,10 @@ import (
 	chatworker "github.com/taskchat/taskchat/workers/chat"
 )
 
-// DevSecret is the development BETTER_AUTH_SECRET that the Makefile and
-// docker-compose.yml use when none is set. It is published, so anyone can
-// mint tokens with it: the services accept it only in development mode.
+// DevSecret is the development BETTER_AUTH_SECRET that docker-compose.yml
+// uses when none is set. It is published, so anyone can mint tokens with
+// it: the services accept it only in development mode. (chatd in
+// development mode generates a secret of its own instead: DevSecretFile.)
 const DevSecret = "taskchat-local-dev-secret-do-not-use-in-production"
 
 // Listen addresses of the API: everywhere in production, loopback only in
@@ -66,6 +68,10 @@ type Config struct {
 	// DataDir holds the embedded NATS server's storage (DATA_DIR; chatd
 	// without NATS_URL only).
 	DataDir string
+	// DevSecret is where chatd in development mode keeps the secret it
+	// generated because no credential setting was given; empty otherwise.
+	// Auth.Secret holds the secret.
+	DevSecret DevSecretSource
 
 	DB   pgdb.Config
 	NATS bus.Config
@@ -75,6 +81,10 @@ type Config struct {
 	Auth     auth.Config
 	HTTP     httpapi.Config
 	Chat     httpapi.ChatConfig
+
+	// Console serves the web console at "/" (DEV_CONSOLE; chatd's default
+	// is true, the API's false).
+	Console bool
 
 	// The workers' parts.
 	Worker chatworker.Config
@@ -104,12 +114,33 @@ type AgentConfig struct {
 	MaxToolRounds int
 	// OpenAI is the model's server and settings, for ProviderOpenAI.
 	OpenAI llm.Config
+	// OfflineDelay slows the offline agent: a pause before each word it
+	// streams (AI_OFFLINE_DELAY; for tests and demos, 0 otherwise).
+	OfflineDelay time.Duration
+}
+
+// DevSecretSource says where chatd's development secret comes from.
+type DevSecretSource struct {
+	// Path is the file that keeps it (DATA_DIR/DevSecretFile).
+	Path string
+	// Created is set when this start generated it.
+	Created bool
 }
 
 // Load reads and validates the configuration of service; every problem is
-// reported at once.
+// reported at once. chatd in development mode without any credential
+// setting reads its secret from DATA_DIR (see DevSecretFile), generating
+// it on first use: the only file Load writes.
 func Load(getenv config.Getenv, service Service) (Config, error) {
-	r := config.NewReader(getenv)
+	// The reader sees a development secret as BETTER_AUTH_SECRET, so that
+	// it is checked, and masked in the log, like a configured one.
+	devSecretValue := ""
+	r := config.NewReader(func(k string) string {
+		if v := getenv(k); v != "" || k != "BETTER_AUTH_SECRET" {
+			return v
+		}
+		return devSecretValue
+	})
 	cfg := Config{
 		Service:         service,
 		Log:             config.Logging(r),
@@ -130,6 +161,14 @@ func Load(getenv config.Getenv, service Service) (Config, error) {
 			defAddr = DefaultDevHTTPAddr
 		}
 		cfg.HTTPAddr = r.String("HTTP_ADDR", defAddr)
+		cfg.Console = r.Bool("DEV_CONSOLE", service == ServiceChatd)
+		if service == ServiceChatd && cfg.DevMode && noAuthSettings(getenv) {
+			cfg.DevSecret.Path = filepath.Join(cfg.DataDir, DevSecretFile)
+			var err error
+			if devSecretValue, cfg.DevSecret.Created, err = devSecret(cfg.DevSecret.Path); err != nil {
+				r.Fail("DATA_DIR", err.Error())
+			}
+		}
 		cfg.Auth = config.Auth(r)
 		cfg.HTTP = httpConfig(r)
 		cfg.Chat = httpapi.ChatConfig{
@@ -188,6 +227,10 @@ func agentConfig(r *config.Reader) AgentConfig {
 	}
 	if cfg.MaxToolRounds < 1 || cfg.MaxToolRounds > 50 {
 		r.Fail("AI_MAX_TOOL_ROUNDS", "must be from 1 to 50")
+	}
+	cfg.OfflineDelay = r.Duration("AI_OFFLINE_DELAY", 0)
+	if cfg.OfflineDelay > agent.MaxOfflineWordDelay {
+		r.Fail("AI_OFFLINE_DELAY", fmt.Sprintf("must be at most %s, got %s", agent.MaxOfflineWordDelay, cfg.OfflineDelay))
 	}
 	if cfg.OpenAI.MaxRetries < 0 {
 		r.Fail("AI_MAX_RETRIES", "must be from 0 to 10")

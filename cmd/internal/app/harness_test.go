@@ -493,9 +493,9 @@ func (p *gatedProvider) history(t *testing.T, text string) []agent.Message {
 
 func (p *gatedProvider) close() { p.closeOnce.Do(func() { close(p.done) }) }
 
-// tcpProxy forwards TCP connections to a NATS server until cut: then it
-// stops listening and drops every connection, which is the server going
-// away as far as its clients can tell.
+// tcpProxy forwards TCP connections to a server (NATS, or the API for the
+// browser) until cut: then it stops listening and drops every connection,
+// which is the server going away as far as its clients can tell.
 type tcpProxy struct {
 	target string
 
@@ -521,10 +521,13 @@ func startProxy(t testing.TB, natsURL string) *tcpProxy {
 	return p
 }
 
-func (p *tcpProxy) url() string {
+func (p *tcpProxy) url() string { return "nats://" + p.addr() }
+
+// addr is the proxy's listening address.
+func (p *tcpProxy) addr() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return "nats://" + p.ln.Addr().String()
+	return p.ln.Addr().String()
 }
 
 // restart listens again on the proxy's address after cut.
