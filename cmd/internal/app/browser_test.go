@@ -165,11 +165,20 @@ func (b *browser) screenshotOnFailure() {
 	b.t.Logf("no screenshot: %v", err)
 }
 
-// do runs actions, failing the test with what when one fails.
+// do runs actions, failing the test with what when one fails. An element
+// the page re-rendered between being found and being acted on (a list
+// refreshed by an event) is found again: the action had not happened.
 func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	if err := chromedp.Do(b.ctx, actions...); err != nil {
-		b.t.Fatalf("%s: %v", what, err)
+	deadline := time.Now().Add(waitFor)
+	for {
+		err := chromedp.Do(b.ctx, actions...)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "Could not find node with given id") || time.Now().After(deadline) {
+			b.t.Fatalf("%s: %v", what, err)
+		}
 	}
 }
 
