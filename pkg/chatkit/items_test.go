@@ -96,6 +96,9 @@ func TestItemsOf(t *testing.T) {
 				if chatkit.MessageID(it.ItemID()) != "m" {
 					t.Errorf("MessageID(%q) = %q", it.ItemID(), chatkit.MessageID(it.ItemID()))
 				}
+				if _, wf := it.(*chatkit.WorkflowItem); chatkit.IsWorkflowID(it.ItemID()) != wf {
+					t.Errorf("IsWorkflowID(%q) = %v", it.ItemID(), !wf)
+				}
 			}
 			if !slices.Equal(ids, tc.ids) {
 				t.Errorf("ids %v, want %v", ids, tc.ids)

@@ -633,6 +633,12 @@ func TestChatKitStopAndRetry(t *testing.T) {
 		if len(before.Data) != 5 {
 			t.Fatalf("items before the retry %v", ids(before.Data))
 		}
+		// Only a user message is answered again: not an assistant item, nor a
+		// workflow id made up from the user message's id.
+		for _, item := range []string{oldAnswer, "wf_" + first} {
+			u.chatkit(t, "", ckRequest("threads.retry_after_item", map[string]any{"thread_id": thread, "item_id": item})).
+				wantProblem(t, http.StatusBadRequest, "VALIDATION_FAILED")
+		}
 		st, r := u.chatkitStream(t, "", ckRequest("threads.retry_after_item", map[string]any{"thread_id": thread, "item_id": first}))
 		if st == nil {
 			t.Fatalf("retry: %d %s", r.status, r.body)
