@@ -268,12 +268,20 @@ func (s *Store) ListConversationsByCreation(ctx context.Context, userID string, 
 }
 
 // SetFeedback records kind (FeedbackPositive or FeedbackNegative, else a
-// *validate.Error on "kind") on userID's messages messageIDs of
-// conversation conversationID, all or none: ErrNotFound when the
-// conversation or any of the messages is not the user's.
+// *validate.Error on "kind") on userID's messages messageIDs (at most
+// MaxLimit, else a *validate.Error on "item_ids") of conversation
+// conversationID, all or none: ErrNotFound when the conversation or any of
+// the messages is not the user's.
 func (s *Store) SetFeedback(ctx context.Context, userID, conversationID string, messageIDs []string, kind string) error {
+	var v validate.Errors
 	if kind != FeedbackPositive && kind != FeedbackNegative {
-		return validate.Field("kind", "must be positive or negative")
+		v.Add("kind", "must be positive or negative")
+	}
+	if len(messageIDs) > MaxLimit {
+		v.Addf("item_ids", "must list at most %d items", MaxLimit)
+	}
+	if err := v.Err(); err != nil {
+		return err
 	}
 	conv, ok := parseID(conversationID)
 	if !ok {

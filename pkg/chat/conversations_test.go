@@ -173,7 +173,7 @@ func TestListMessagesPaging(t *testing.T) {
 	}{{"", want}, {chat.OrderAsc, want}, {chat.OrderDesc, desc}} {
 		for _, limit := range []int{1, 4, 16, 50} {
 			t.Run(fmt.Sprintf("order %q limit %d", tc.order, limit), func(t *testing.T) {
-				got := walkMessages(t, s, user, conv, chat.ListParams{Order: tc.order, Limit: limit})
+				got := walkMessages(t, s, user, conv, chat.ListParams{Order: tc.order, Limit: limit}, false)
 				if !slices.Equal(got, tc.want) {
 					t.Fatalf("walked %v\nwant   %v", got, tc.want)
 				}
@@ -197,8 +197,9 @@ func TestListMessagesPaging(t *testing.T) {
 }
 
 // walkMessages lists every page of a conversation's messages and returns
-// their contents in order.
-func walkMessages(t *testing.T, s *chat.Store, user, conv string, p chat.ListParams) []string {
+// their contents in order. Each page starts at the previous one's
+// NextCursor, or with byAfter after its last message (ListParams.After).
+func walkMessages(t *testing.T, s *chat.Store, user, conv string, p chat.ListParams, byAfter bool) []string {
 	t.Helper()
 	var got []string
 	for pages := 0; ; pages++ {
@@ -218,7 +219,11 @@ func walkMessages(t *testing.T, s *chat.Store, user, conv string, p chat.ListPar
 		if len(page.Messages) != p.Limit {
 			t.Fatalf("page %d has %d messages and a next cursor", pages+1, len(page.Messages))
 		}
-		p.Cursor = page.NextCursor
+		if byAfter {
+			p.After = page.Messages[len(page.Messages)-1].ID
+		} else {
+			p.Cursor = page.NextCursor
+		}
 	}
 }
 
@@ -363,4 +368,221 @@ func TestDeleteConversation(t *testing.T) {
 		_, err := s.CreateTurn(ctx, user, chat.NewTurn{ConversationID: conv, Message: "hello?"})
 		wantErr(t, err, chat.ErrNotFound)
 	})
+}
+
+func contentFeedback(m chat.Message) string { return m.Content + ":" + m.Feedback }
+
+func TestSetFeedback(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	t1 := mustTurn(t, s, user, "", "m1")
+	conv := t1.Conversation.ID
+	a1 := answer(t, s, user, t1.Run.ID, "a1")
+	t2 := mustTurn(t, s, user, conv, "m2")
+	a2 := answer(t, s, user, t2.Run.ID, "a2")
+	other := mustTurn(t, s, user, "", "elsewhere")
+	a3 := answer(t, s, user, other.Run.ID, "a3")
+	stranger := newUserOnly(t)
+	foreign := mustTurn(t, s, stranger, "", "theirs")
+	foreignAnswer := answer(t, s, stranger, foreign.Run.ID, "their answer")
+
+	if got, want := messageStrings(t, s, user, conv, contentFeedback), []string{"m1:", "a1:", "m2:", "a2:"}; !slices.Equal(got, want) {
+		t.Fatalf("before any feedback %v", got)
+	}
+	if err := s.SetFeedback(ctx, user, conv, []string{a1.ID, a2.ID, a1.ID}, chat.FeedbackPositive); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetFeedback(ctx, user, conv, []string{a2.ID}, chat.FeedbackNegative); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"m1:", "a1:positive", "m2:", "a2:negative"}
+	if got := messageStrings(t, s, user, conv, contentFeedback); !slices.Equal(got, want) {
+		t.Fatalf("feedback %v, want %v", got, want)
+	}
+	if err := s.SetFeedback(ctx, user, conv, nil, chat.FeedbackNegative); err != nil {
+		t.Errorf("no items: %v", err)
+	}
+
+	mine, theirs := snapshot(t, user), snapshot(t, stranger)
+	for _, tc := range []struct {
+		name, user, conv string
+		ids              []string
+	}{
+		{"one message of another conversation", user, conv, []string{a1.ID, a3.ID}},
+		{"one message of another user", user, conv, []string{a2.ID, foreignAnswer.ID}},
+		{"one unknown message", user, conv, []string{a1.ID, "0195f3a0-0000-7000-8000-000000000000"}},
+		{"one id that is not an id", user, conv, []string{a1.ID, "wf_" + a1.ID}},
+		{"another user's conversation", stranger, conv, []string{a1.ID}},
+		{"another user's conversation, no items", stranger, conv, nil},
+		{"unknown conversation", user, "0195f3a0-0000-7000-8000-000000000000", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.SetFeedback(ctx, tc.user, tc.conv, tc.ids, chat.FeedbackNegative)
+			wantErr(t, err, chat.ErrNotFound)
+		})
+	}
+	t.Run("invalid", func(t *testing.T) {
+		wantFields(t, s.SetFeedback(ctx, user, conv, []string{a1.ID}, "meh"), "kind")
+		wantFields(t, s.SetFeedback(ctx, user, conv, make([]string, chat.MaxLimit+1), ""), "kind", "item_ids")
+	})
+	if snapshot(t, user) != mine || snapshot(t, stranger) != theirs {
+		t.Errorf("a refused SetFeedback changed rows")
+	}
+	if got := messageStrings(t, s, user, conv, contentFeedback); !slices.Equal(got, want) {
+		t.Errorf("feedback after refusals %v, want %v", got, want)
+	}
+}
+
+func TestListMessagesAfter(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	first := mustTurn(t, s, user, "", "m0")
+	conv := first.Conversation.ID
+	want := []string{"m0", "a0"}
+	answer(t, s, user, first.Run.ID, "a0")
+	for i := 1; i < 5; i++ {
+		turn := mustTurn(t, s, user, conv, fmt.Sprintf("m%d", i))
+		answer(t, s, user, turn.Run.ID, fmt.Sprintf("a%d", i))
+		want = append(want, fmt.Sprintf("m%d", i), fmt.Sprintf("a%d", i))
+	}
+	desc := slices.Clone(want)
+	slices.Reverse(desc)
+	for _, tc := range []struct {
+		order string
+		want  []string
+	}{{chat.OrderAsc, want}, {chat.OrderDesc, desc}} {
+		for _, limit := range []int{1, 3, 10, 50} {
+			t.Run(fmt.Sprintf("%s limit %d", tc.order, limit), func(t *testing.T) {
+				got := walkMessages(t, s, user, conv, chat.ListParams{Order: tc.order, Limit: limit}, true)
+				if !slices.Equal(got, tc.want) {
+					t.Fatalf("walked %v\nwant   %v", got, tc.want)
+				}
+			})
+		}
+	}
+	t.Run("after the last message", func(t *testing.T) {
+		page, err := s.ListMessages(ctx, user, conv, chat.ListParams{Order: chat.OrderDesc, Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := s.ListMessages(ctx, user, conv, chat.ListParams{After: page.Messages[0].ID})
+		if err != nil || len(next.Messages) != 0 || next.NextCursor != "" {
+			t.Errorf("after the last message: %+v, %v", next, err)
+		}
+	})
+	t.Run("unknown after", func(t *testing.T) {
+		other := mustTurn(t, s, user, "", "elsewhere")
+		stranger := newUserOnly(t)
+		theirs := mustTurn(t, s, stranger, "", "theirs")
+		for _, tc := range []struct{ name, user, conv, after string }{
+			{"not an id", user, conv, "wf_x"},
+			{"no such message", user, conv, "0195f3a0-0000-7000-8000-000000000000"},
+			{"a message of another conversation", user, conv, other.Message.ID},
+			{"another user's message", user, conv, theirs.Message.ID},
+			{"the stranger pages the user's conversation", stranger, conv, first.Message.ID},
+			{"the stranger pages after the user's message", stranger, theirs.Conversation.ID, first.Message.ID},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := s.ListMessages(ctx, tc.user, tc.conv, chat.ListParams{After: tc.after})
+				wantErr(t, err, chat.ErrNotFound)
+			})
+		}
+	})
+}
+
+func TestListConversationsByCreation(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	var created []string
+	for i := range 7 {
+		created = append(created, mustTurn(t, s, user, "", fmt.Sprintf("c%d", i)).Conversation.ID)
+	}
+	// Activity moves a conversation in the REST list, never in this one.
+	mustTurn(t, s, user, created[0], "later")
+	if _, err := s.RenameConversation(ctx, user, created[3], "renamed"); err != nil {
+		t.Fatal(err)
+	}
+	stranger := newUserOnly(t)
+	theirs := mustTurn(t, s, stranger, "", "theirs").Conversation.ID
+
+	newest := slices.Clone(created)
+	slices.Reverse(newest)
+	for _, tc := range []struct {
+		order string
+		want  []string
+	}{{"", newest}, {chat.OrderDesc, newest}, {chat.OrderAsc, created}} {
+		for _, limit := range []int{1, 2, 7, 0} {
+			t.Run(fmt.Sprintf("order %q limit %d", tc.order, limit), func(t *testing.T) {
+				var got []string
+				p := chat.ListParams{Order: tc.order, Limit: limit}
+				for pages := 1; ; pages++ {
+					if pages > 20 {
+						t.Fatal("no end of pages")
+					}
+					convs, more, err := s.ListConversationsByCreation(ctx, user, p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, c := range convs {
+						got = append(got, c.ID)
+						if c.ID == created[3] && c.Title != "renamed" {
+							t.Errorf("conversation %s has title %q", c.ID, c.Title)
+						}
+					}
+					if !more {
+						break
+					}
+					if len(convs) != limit {
+						t.Fatalf("page %d has %d conversations and more", pages, len(convs))
+					}
+					p.After = convs[len(convs)-1].ID
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("walked %v\nwant   %v", got, tc.want)
+				}
+			})
+		}
+	}
+	t.Run("the stranger sees none of them", func(t *testing.T) {
+		convs, more, err := s.ListConversationsByCreation(ctx, stranger, chat.ListParams{})
+		if err != nil || more || len(convs) != 1 || convs[0].ID != theirs {
+			t.Errorf("stranger's list %+v, %v, %v", convs, more, err)
+		}
+		_, _, err = s.ListConversationsByCreation(ctx, stranger, chat.ListParams{After: created[0]})
+		wantErr(t, err, chat.ErrNotFound)
+	})
+	t.Run("refused", func(t *testing.T) {
+		for _, after := range []string{theirs, "x", "0195f3a0-0000-7000-8000-000000000000"} {
+			_, _, err := s.ListConversationsByCreation(ctx, user, chat.ListParams{After: after})
+			wantErr(t, err, chat.ErrNotFound)
+		}
+		_, _, err := s.ListConversationsByCreation(ctx, user, chat.ListParams{Limit: chat.MaxLimit + 1, Order: "up"})
+		wantFields(t, err, "limit", "order")
+	})
+}
+
+func TestGetMessage(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	turn := mustTurn(t, s, user, "", "hello")
+	ans := answer(t, s, user, turn.Run.ID, "hi")
+	other := mustTurn(t, s, user, "", "elsewhere")
+	stranger := newUserOnly(t)
+	for _, id := range []string{turn.Message.ID, ans.ID} {
+		m, err := s.GetMessage(ctx, user, turn.Conversation.ID, id)
+		if err != nil || m.ID != id || m.ConversationID != turn.Conversation.ID || m.ToolCalls == nil {
+			t.Errorf("GetMessage(%s) = %+v, %v", id, m, err)
+		}
+	}
+	for _, tc := range []struct{ name, user, conv, id string }{
+		{"a message of another conversation", user, turn.Conversation.ID, other.Message.ID},
+		{"the wrong conversation", user, other.Conversation.ID, ans.ID},
+		{"another user", stranger, turn.Conversation.ID, ans.ID},
+		{"not ids", user, "x", "y"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.GetMessage(ctx, tc.user, tc.conv, tc.id)
+			wantErr(t, err, chat.ErrNotFound)
+		})
+	}
 }

@@ -173,3 +173,18 @@ func wantUTC(t *testing.T, what string, times ...time.Time) {
 		}
 	}
 }
+
+// messageStrings lists a conversation's messages, oldest first, each as
+// show says.
+func messageStrings(t *testing.T, s *chat.Store, user, conv string, show func(chat.Message) string) []string {
+	t.Helper()
+	page, err := s.ListMessages(context.Background(), user, conv, chat.ListParams{Limit: chat.MaxLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range page.Messages {
+		out = append(out, show(m))
+	}
+	return out
+}

@@ -2,8 +2,10 @@ package chat_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -336,3 +338,157 @@ func TestCreateTurnConcurrentCap(t *testing.T) {
 		t.Errorf("%d unfinished runs stored, want %d", got, maxRuns)
 	}
 }
+
+// exchange stores message in conv ("" for a new conversation), answers it
+// with text after recording one tool call in its run's ledger, and
+// returns the turn and the answer.
+func exchange(t *testing.T, s *chat.Store, user, conv, message string) (chat.Turn, *chat.Message) {
+	t.Helper()
+	turn := mustTurn(t, s, user, conv, message)
+	mustClaim(t, s, user, turn.Run.ID, "w", chat.ClaimOK)
+	e := chat.LedgerEntry{CallID: "c-" + message, Name: "list_tasks", Arguments: json.RawMessage(`{}`), Result: json.RawMessage(`[]`)}
+	if _, _, err := s.RecordToolCall(context.Background(), user, turn.Run.ID, e); err != nil {
+		t.Fatal(err)
+	}
+	_, msg := mustComplete(t, s, user, turn.Run.ID, "w", "re: "+message)
+	return turn, msg
+}
+
+func TestRetryTurn(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	first, _ := exchange(t, s, user, "", "one")
+	conv := first.Conversation.ID
+	second, secondAnswer := exchange(t, s, user, conv, "two")
+	third, _ := exchange(t, s, user, conv, "three")
+	// Another conversation of the user's is not touched.
+	elsewhere, _ := exchange(t, s, user, "", "elsewhere")
+	before := messageStrings(t, s, user, elsewhere.Conversation.ID, roleContent)
+
+	turn, err := s.RetryTurn(ctx, user, conv, second.Message.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !turn.Created || turn.Position != 0 || turn.Conversation.ID != conv || turn.Message.ID != second.Message.ID ||
+		turn.Message.Content != "two" || turn.Message.RunID != turn.Run.ID {
+		t.Errorf("turn %+v", turn)
+	}
+	if r := turn.Run; r.ID == second.Run.ID || r.Status != chat.RunQueued || r.MessageID != second.Message.ID ||
+		r.AssistantMessageID == "" || r.AssistantMessageID == secondAnswer.ID || r.ConversationID != conv {
+		t.Errorf("new run %+v", r)
+	}
+	if got, want := messageStrings(t, s, user, conv, roleContent), []string{"user:one", "assistant:re: one", "user:two"}; !slices.Equal(got, want) {
+		t.Errorf("messages after the retry %v, want %v", got, want)
+	}
+	// The runs that answered the message and every later one are gone,
+	// ledgers and all; the earlier one stays.
+	for _, id := range []string{second.Run.ID, third.Run.ID} {
+		_, err := s.GetRun(ctx, user, id)
+		wantErr(t, err, chat.ErrNotFound)
+		if n := count(t, "SELECT count(*) FROM tool_rounds WHERE run_id = ?", id); n != 0 {
+			t.Errorf("run %s keeps %d ledger rows", id, n)
+		}
+	}
+	if r, err := s.GetRun(ctx, user, first.Run.ID); err != nil || r.Status != chat.RunCompleted {
+		t.Errorf("first run %+v, %v", r, err)
+	}
+	if n := count(t, "SELECT count(*) FROM tool_rounds WHERE run_id = ?", first.Run.ID); n != 1 {
+		t.Errorf("first run has %d ledger rows, want 1", n)
+	}
+	if got := messageStrings(t, s, user, elsewhere.Conversation.ID, roleContent); !slices.Equal(got, before) {
+		t.Errorf("other conversation %v, was %v", got, before)
+	}
+
+	t.Run("busy while the new run is unfinished", func(t *testing.T) {
+		_, err := s.RetryTurn(ctx, user, conv, first.Message.ID, 0)
+		wantErr(t, err, chat.ErrConversationBusy)
+		mustClaim(t, s, user, turn.Run.ID, "w2", chat.ClaimOK)
+		_, err = s.RetryTurn(ctx, user, conv, first.Message.ID, 0)
+		wantErr(t, err, chat.ErrConversationBusy)
+	})
+
+	t.Run("the new run answers as any run", func(t *testing.T) {
+		_, msg := mustComplete(t, s, user, turn.Run.ID, "w2", "re: two, again")
+		if msg.ID != turn.Run.AssistantMessageID {
+			t.Errorf("answer id %s, want %s", msg.ID, turn.Run.AssistantMessageID)
+		}
+		want := []string{"user:one", "assistant:re: one", "user:two", "assistant:re: two, again"}
+		if got := messageStrings(t, s, user, conv, roleContent); !slices.Equal(got, want) {
+			t.Errorf("messages %v, want %v", got, want)
+		}
+	})
+
+	t.Run("the last message, and the first", func(t *testing.T) {
+		last := mustTurn(t, s, user, conv, "four") // unanswered: cancel it
+		if _, err := s.CancelRun(ctx, user, last.Run.ID); err != nil {
+			t.Fatal(err)
+		}
+		again, err := s.RetryTurn(ctx, user, conv, last.Message.ID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(messageStrings(t, s, user, conv, roleContent)); n != 5 {
+			t.Errorf("%d messages after retrying the last one, want 5", n)
+		}
+		mustClaim(t, s, user, again.Run.ID, "w3", chat.ClaimOK)
+		mustComplete(t, s, user, again.Run.ID, "w3", "re: four")
+		if _, err := s.RetryTurn(ctx, user, conv, first.Message.ID, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := messageStrings(t, s, user, conv, roleContent); !slices.Equal(got, []string{"user:one"}) {
+			t.Errorf("after retrying the first message: %v", got)
+		}
+	})
+}
+
+func TestRetryTurnRefused(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	turn, answer := exchange(t, s, user, "", "one")
+	conv := turn.Conversation.ID
+	stranger := newUserOnly(t)
+	strangerTurn, _ := exchange(t, s, stranger, "", "mine")
+	mine, theirs := snapshot(t, user), snapshot(t, stranger)
+	for _, tc := range []struct {
+		name, user, conv, msg string
+		max                   int
+		want                  error
+	}{
+		{"unknown conversation", user, "0195f3a0-0000-7000-8000-000000000000", turn.Message.ID, 0, chat.ErrNotFound},
+		{"unknown message", user, conv, "0195f3a0-0000-7000-8000-000000000000", 0, chat.ErrNotFound},
+		{"not ids", user, "x", "y", 0, chat.ErrNotFound},
+		{"a message of another conversation", user, conv, strangerTurn.Message.ID, 0, chat.ErrNotFound},
+		{"another user's conversation", stranger, conv, turn.Message.ID, 0, chat.ErrNotFound},
+		{"another user's message in their own conversation", stranger, strangerTurn.Conversation.ID, turn.Message.ID, 0, chat.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.RetryTurn(ctx, tc.user, tc.conv, tc.msg, tc.max)
+			wantErr(t, err, tc.want)
+		})
+	}
+	t.Run("an assistant message", func(t *testing.T) {
+		_, err := s.RetryTurn(ctx, user, conv, answer.ID, 0)
+		wantFields(t, err, "item_id")
+	})
+	t.Run("the cap counts the user's unfinished runs", func(t *testing.T) {
+		mustTurn(t, s, user, "", "queued elsewhere")
+		mine = snapshot(t, user)
+		_, err := s.RetryTurn(ctx, user, conv, turn.Message.ID, 1)
+		wantErr(t, err, chat.ErrTooManyRuns)
+		if snapshot(t, user) != mine {
+			t.Errorf("a retry over the cap changed the user's rows")
+		}
+		if _, err := s.RetryTurn(ctx, user, conv, turn.Message.ID, 2); err != nil {
+			t.Fatalf("under the cap: %v", err)
+		}
+		mine = snapshot(t, user)
+	})
+	if got := snapshot(t, user); got != mine {
+		t.Errorf("a refused retry changed the user's rows")
+	}
+	if got := snapshot(t, stranger); got != theirs {
+		t.Errorf("a refused retry changed the stranger's rows")
+	}
+}
+
+func roleContent(m chat.Message) string { return string(m.Role) + ":" + m.Content }

@@ -27,6 +27,10 @@ func WorkflowID(messageID string) string { return workflowPrefix + messageID }
 // MessageID returns the id of the message behind item id.
 func MessageID(itemID string) string { return strings.TrimPrefix(itemID, workflowPrefix) }
 
+// IsWorkflowID reports whether itemID is a workflow item's id (see
+// WorkflowID), which is never a user message's.
+func IsWorkflowID(itemID string) bool { return strings.HasPrefix(itemID, workflowPrefix) }
+
 // ThreadOf returns conversation c as a thread with the given items.
 func ThreadOf(c chat.Conversation, items Page[ThreadItem]) Thread {
 	return Thread{ID: c.ID, Title: c.Title, CreatedAt: c.CreatedAt, Status: ThreadStatus{Type: "active"}, Items: items}

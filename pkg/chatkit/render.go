@@ -3,8 +3,9 @@ package chatkit
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/taskchat/taskchat/pkg/chat"
 )
@@ -194,9 +195,12 @@ func (r *Renderer) update(itemID string, u any) ItemUpdatedEvent {
 	return ItemUpdatedEvent{Type: EventItemUpdated, ItemID: itemID, Update: u}
 }
 
+// upperFirst capitalises the first letter of s, whatever its length in
+// bytes.
 func upperFirst(s string) string {
-	if s == "" {
+	r, n := utf8.DecodeRuneInString(s)
+	if n == 0 || r == utf8.RuneError {
 		return s
 	}
-	return strings.ToUpper(s[:1]) + s[1:]
+	return string(unicode.ToUpper(r)) + s[n:]
 }

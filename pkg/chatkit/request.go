@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/validate"
 )
 
@@ -59,6 +60,10 @@ var unsupported = map[string]string{
 	OpAttachmentsDelete:    "Attachments are not supported by this server.",
 	OpInputTranscribe:      "Dictation is not supported by this server.",
 }
+
+// MaxFeedbackItems bounds the item_ids of one items.feedback request (the
+// widget rates one answer at a time).
+const MaxFeedbackItems = chat.MaxLimit
 
 // ErrMalformed is the error of a request that is not ChatKit's JSON: a
 // member of the wrong type. Decode wraps it with what was wrong.
@@ -176,6 +181,9 @@ func Decode(body []byte) (Request, error) {
 	case OpItemsFeedback:
 		require("thread_id", r.ThreadID != "")
 		require("item_ids", p.ItemIDs != nil)
+		if len(r.ItemIDs) > MaxFeedbackItems {
+			v.Addf("params.item_ids", "must list at most %d items", MaxFeedbackItems)
+		}
 		if r.Kind != "positive" && r.Kind != "negative" {
 			v.Add("params.kind", "must be positive or negative")
 		}

@@ -6,8 +6,9 @@ import (
 )
 
 // Page is ChatKit's page of a list: Data in the order asked for, HasMore
-// when rows follow, and After, the id of the last row in Data (omitted
-// when Data is empty): the next page starts strictly after it.
+// when rows follow, and then After, the id of the last row in Data: the
+// next page starts strictly after it. As in ChatKit's reference store,
+// After is set only when HasMore is (omitted on the last page).
 type Page[T any] struct {
 	Data    []T     `json:"data"`
 	HasMore bool    `json:"has_more"`
@@ -20,7 +21,7 @@ func newPage[T any](data []T, more bool, id func(T) string) Page[T] {
 		data = []T{}
 	}
 	p := Page[T]{Data: data, HasMore: more}
-	if len(data) > 0 {
+	if more && len(data) > 0 {
 		last := id(data[len(data)-1])
 		p.After = &last
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/taskchat/taskchat/pkg/chat"
 	"github.com/taskchat/taskchat/pkg/chatkit"
 	"github.com/taskchat/taskchat/pkg/reqctx"
+	"github.com/taskchat/taskchat/pkg/validate"
 )
 
 // Paths of the ChatKit route. The /api one is authenticated by the /api
@@ -178,7 +179,7 @@ func (s *Server) chatkitTurn(c *fiber.Ctx, user string, req chatkit.Request) err
 	)
 	maxRuns := s.chatCfg.MaxQueuedRunsPerUser
 	if req.Op == chatkit.OpThreadsRetry {
-		turn, err = s.deps.Chat.Store.RetryTurn(ctx, user, req.ThreadID, chatkit.MessageID(req.ItemID), maxRuns)
+		turn, err = s.retryTurn(ctx, user, req, maxRuns)
 	} else {
 		turn, err = s.deps.Chat.Store.CreateTurn(ctx, user, chat.NewTurn{ConversationID: req.ThreadID, Message: req.Text, MaxUnfinished: maxRuns})
 	}
@@ -216,6 +217,21 @@ func (s *Server) chatkitTurn(c *fiber.Ctx, user string, req chatkit.Request) err
 	}
 	return startStream(c, &eventStream{s: s, hub: hub, sub: sub, conv: turn.Conversation.ID, format: f,
 		plan: streamPlan{live: true}, log: f.log})
+}
+
+// retryTurn answers the user message req.ItemID of thread req.ThreadID
+// again (chat.Store.RetryTurn). A workflow item's id names an assistant
+// message, never a user one: it is refused like the assistant's own item,
+// rather than taken for the message behind it.
+func (s *Server) retryTurn(ctx context.Context, user string, req chatkit.Request, maxRuns int) (chat.Turn, error) {
+	st := s.deps.Chat.Store
+	if chatkit.IsWorkflowID(req.ItemID) {
+		if _, err := st.GetConversation(ctx, user, req.ThreadID); err != nil {
+			return chat.Turn{}, err
+		}
+		return chat.Turn{}, validate.Field("item_id", "must be a user message")
+	}
+	return st.RetryTurn(ctx, user, req.ThreadID, req.ItemID, maxRuns)
 }
 
 // chatkitFormat writes one run's events as a ChatKit stream: each event

@@ -510,8 +510,10 @@ func TestChatKitPaging(t *testing.T) {
 			for n := 0; ; n++ {
 				pg := u.listItems(t, a.ConversationID, 10, order, after)
 				got = append(got, ids(pg.Data)...)
-				if len(pg.Data) == 0 || pg.After == nil || *pg.After != pg.Data[len(pg.Data)-1].ID {
-					t.Fatalf("page %d: after %v, last %v", n, pg.After, ids(pg.Data))
+				// after is the last id while more follow, absent on the
+				// last page (as ChatKit's reference store answers).
+				if len(pg.Data) == 0 || pg.HasMore != (pg.After != nil) || pg.HasMore && *pg.After != pg.Data[len(pg.Data)-1].ID {
+					t.Fatalf("page %d: after %v, has more %v, last %v", n, pg.After, pg.HasMore, ids(pg.Data))
 				}
 				if !pg.HasMore {
 					if n != 4 || len(pg.Data) != 5 {
@@ -560,6 +562,9 @@ func TestChatKitPaging(t *testing.T) {
 			r.decode(t, &pg)
 			for _, th := range pg.Data {
 				got = append(got, th.ID)
+			}
+			if len(pg.Data) == 0 || pg.HasMore != (pg.After != nil) || pg.HasMore && *pg.After != pg.Data[len(pg.Data)-1].ID {
+				t.Fatalf("threads.list %s: after %v, has more %v, last %v", order, pg.After, pg.HasMore, got)
 			}
 			if !pg.HasMore {
 				break
@@ -627,6 +632,12 @@ func TestChatKitStopAndRetry(t *testing.T) {
 		before := u.listItems(t, thread, 0, "asc", "")
 		if len(before.Data) != 5 {
 			t.Fatalf("items before the retry %v", ids(before.Data))
+		}
+		// Only a user message is answered again: not an assistant item, nor a
+		// workflow id made up from the user message's id.
+		for _, item := range []string{oldAnswer, "wf_" + first} {
+			u.chatkit(t, "", ckRequest("threads.retry_after_item", map[string]any{"thread_id": thread, "item_id": item})).
+				wantProblem(t, http.StatusBadRequest, "VALIDATION_FAILED")
 		}
 		st, r := u.chatkitStream(t, "", ckRequest("threads.retry_after_item", map[string]any{"thread_id": thread, "item_id": first}))
 		if st == nil {
