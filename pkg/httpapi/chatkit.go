@@ -54,11 +54,18 @@ func (s *Server) chatkit(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	st := s.deps.Chat.Store
 	if why := req.Unsupported(); why != "" {
 		return s.chatkitUnsupported(c, user, req, why)
 	}
+	// The stores name fields as the REST routes do ("title"); in a ChatKit
+	// request they are members of params.
+	return validate.Prefix(s.chatkitOp(c, user, req), "params.")
+}
+
+// chatkitOp carries out one decoded, supported request.
+func (s *Server) chatkitOp(c *fiber.Ctx, user string, req chatkit.Request) error {
+	ctx := c.UserContext()
+	st := s.deps.Chat.Store
 	switch req.Op {
 	case chatkit.OpThreadsCreate, chatkit.OpThreadsAddMessage, chatkit.OpThreadsRetry:
 		return s.chatkitTurn(c, user, req)

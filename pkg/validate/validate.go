@@ -103,6 +103,29 @@ func Fields(err error) ([]FieldError, bool) {
 	return e.Fields, true
 }
 
+// Prefix returns err with prefix put before each field name when err is (or
+// wraps) an *Error, and err itself otherwise: a field the store names
+// "title" is "params.title" in a request that nests it. Names that already
+// start with prefix are left as they are.
+func Prefix(err error, prefix string) error {
+	fields, ok := Fields(err)
+	if !ok {
+		return err
+	}
+	var v Errors
+	for _, f := range fields {
+		if f.Field == "" {
+			v.fields = append(v.fields, f) // the summary line: it already counts
+			continue
+		}
+		if !strings.HasPrefix(f.Field, prefix) {
+			f.Field = prefix + f.Field
+		}
+		v.Add(f.Field, f.Message)
+	}
+	return v.Err()
+}
+
 // ShortName returns field cut to MaxFieldLen bytes, as an Error lists it;
 // use it wherever else an input's name is echoed back.
 func ShortName(field string) string { return cut(field) }

@@ -3,6 +3,7 @@ package validate_test
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -70,5 +71,28 @@ func TestLongFieldNamesAreCut(t *testing.T) {
 	short := "title"
 	if fields, _ := validate.Fields(validate.Field(short, "x")); fields[0].Field != short {
 		t.Fatalf("short name changed to %q", fields[0].Field)
+	}
+}
+
+func TestPrefix(t *testing.T) {
+	var v validate.Errors
+	v.Add("title", "is required")
+	v.Add("params.limit", "must not be negative")
+	v.Add("", "the body as a whole is wrong")
+	got, ok := validate.Fields(validate.Prefix(fmt.Errorf("rename: %w", v.Err()), "params."))
+	want := []validate.FieldError{
+		{Field: "params.title", Message: "is required"},
+		{Field: "params.limit", Message: "must not be negative"},
+		{Message: "the body as a whole is wrong"},
+	}
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("Prefix = %+v, want %+v", got, want)
+	}
+	other := errors.New("not a validation error")
+	if err := validate.Prefix(other, "params."); err != other {
+		t.Errorf("Prefix of another error = %v, want it unchanged", err)
+	}
+	if err := validate.Prefix(nil, "params."); err != nil {
+		t.Errorf("Prefix(nil) = %v", err)
 	}
 }

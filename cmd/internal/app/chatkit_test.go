@@ -729,18 +729,31 @@ func TestChatKitIsolationAndErrors(t *testing.T) {
 		}
 	}
 
-	for _, c := range []struct{ name, body, code string }{
-		{"not JSON", `{"type":`, "INVALID_JSON"},
-		{"not an object", `["threads.list"]`, "INVALID_JSON"},
-		{"params of the wrong type", `{"type":"threads.list","params":{"limit":"ten"}}`, "INVALID_JSON"},
-		{"no type", `{"params":{}}`, "VALIDATION_FAILED"},
-		{"unknown op", `{"type":"threads.explode","params":{}}`, "VALIDATION_FAILED"},
-		{"missing thread_id", `{"type":"threads.get_by_id","params":{}}`, "VALIDATION_FAILED"},
-		{"bad order", `{"type":"items.list","params":{"thread_id":"` + thread + `","order":"sideways"}}`, "VALIDATION_FAILED"},
-		{"empty message", ckRequest("threads.create", map[string]any{"input": ckInput("   ")}), "VALIDATION_FAILED"},
+	// field, when set, is the member the problem names: the stores' field
+	// names are put under params, as the request nests them.
+	for _, c := range []struct{ name, body, code, field string }{
+		{"not JSON", `{"type":`, "INVALID_JSON", ""},
+		{"not an object", `["threads.list"]`, "INVALID_JSON", ""},
+		{"params of the wrong type", `{"type":"threads.list","params":{"limit":"ten"}}`, "INVALID_JSON", ""},
+		{"no type", `{"params":{}}`, "VALIDATION_FAILED", "type"},
+		{"unknown op", `{"type":"threads.explode","params":{}}`, "VALIDATION_FAILED", "type"},
+		{"missing thread_id", `{"type":"threads.get_by_id","params":{}}`, "VALIDATION_FAILED", "params.thread_id"},
+		{"bad order", `{"type":"items.list","params":{"thread_id":"` + thread + `","order":"sideways"}}`, "VALIDATION_FAILED", "params.order"},
+		{"empty message", ckRequest("threads.create", map[string]any{"input": ckInput("   ")}), "VALIDATION_FAILED", "params.message"},
+		{"blank title", ckRequest("threads.update", map[string]any{"thread_id": thread, "title": "  "}), "VALIDATION_FAILED", "params.title"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			owner.chatkit(t, "", c.body).wantProblem(t, http.StatusBadRequest, c.code)
+			p := owner.chatkit(t, "", c.body).wantProblem(t, http.StatusBadRequest, c.code)
+			if c.field == "" {
+				return
+			}
+			var fields []string
+			for _, e := range p.Errors {
+				fields = append(fields, e.Field)
+			}
+			if !slices.Contains(fields, c.field) {
+				t.Errorf("problem names %v, want %s", fields, c.field)
+			}
 		})
 	}
 
