@@ -255,9 +255,17 @@ func (s *Store) retryTurn(ctx context.Context, userID, convID, msgID string, max
 	if err := s.selectFrom(userID, (*runRow)(nil)).Column("seq").Where("r.id = ?", msg.RunID).Scan(ctx, &oldSeq); err != nil {
 		return Turn{}, translate(op, err)
 	}
+	// What answers the message or came after it: the messages of its run and
+	// of every later run (later user messages have later runs). An earlier
+	// run's answer stays, even when it was written after this message (two
+	// messages queued at once).
+	laterRuns := s.selectFrom(userID, (*runRow)(nil)).Column("r.id").
+		Where("r.conversation_id = ?", convID).
+		Where("r.seq >= ?", oldSeq)
 	_, err = s.db.NewDelete().Model((*messageRow)(nil)).ApplyQueryBuilder(scope(userID)).
 		Where("m.conversation_id = ?", convID).
-		Where("m.seq > ?", msg.Seq).
+		Where("m.id <> ?", msg.ID).
+		Where("m.run_id IN (?)", laterRuns).
 		Exec(ctx)
 	if err != nil {
 		return Turn{}, translate(op, err)

@@ -441,6 +441,36 @@ func TestRetryTurn(t *testing.T) {
 	})
 }
 
+// TestRetryTurnKeepsEarlierAnswers: with two messages queued at once, the
+// first one's answer is written after the second message. Retrying the
+// second removes what answers it and what came after it, never the first
+// message's answer, however late it was written.
+func TestRetryTurnKeepsEarlierAnswers(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	one := mustTurn(t, s, user, "", "one")
+	conv := one.Conversation.ID
+	two := mustTurn(t, s, user, conv, "two")
+	for _, turn := range []chat.Turn{one, two} {
+		mustClaim(t, s, user, turn.Run.ID, "w", chat.ClaimOK)
+		mustComplete(t, s, user, turn.Run.ID, "w", "re: "+turn.Message.Content)
+	}
+	want := []string{"user:one", "user:two", "assistant:re: one", "assistant:re: two"}
+	if got := messageStrings(t, s, user, conv, roleContent); !slices.Equal(got, want) {
+		t.Fatalf("messages %v, want %v", got, want)
+	}
+	if _, err := s.RetryTurn(ctx, user, conv, two.Message.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"user:one", "user:two", "assistant:re: one"}
+	if got := messageStrings(t, s, user, conv, roleContent); !slices.Equal(got, want) {
+		t.Errorf("messages after retrying two %v, want %v", got, want)
+	}
+	if r, err := s.GetRun(ctx, user, one.Run.ID); err != nil || r.Status != chat.RunCompleted {
+		t.Errorf("the first run %+v, %v: want it kept, completed", r, err)
+	}
+}
+
 func TestRetryTurnRefused(t *testing.T) {
 	ctx := context.Background()
 	s, user := newStore(t)
