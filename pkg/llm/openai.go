@@ -176,8 +176,10 @@ func (p *OpenAI) Complete(ctx context.Context, req agent.Request, onDelta func(s
 	)
 	for stream.Next() {
 		chunk := stream.Current()
-		if u := chunk.Usage; chunk.JSON.Usage.Valid() && (u.PromptTokens > 0 || u.CompletionTokens > 0) {
-			turn.Usage = agent.Usage{PromptTokens: int(u.PromptTokens), CompletionTokens: int(u.CompletionTokens), Reported: true}
+		if chunk.JSON.Usage.Valid() {
+			if u, ok := usage(chunk.Usage); ok {
+				turn.Usage = u
+			}
 		}
 		for _, choice := range chunk.Choices {
 			if choice.Index != 0 {
@@ -216,6 +218,21 @@ func (p *OpenAI) Complete(ctx context.Context, req agent.Request, onDelta func(s
 		return turn, fmt.Errorf("llm: %s answered nothing (finish reason %q): %w", p.model, finish, agent.ErrBadResponse)
 	}
 	return turn, nil
+}
+
+// maxCallTokens bounds the token counts believed of one call: far beyond
+// any model's context, and small enough that a run's sum over its calls
+// (at most 51 with AI_MAX_TOOL_ROUNDS at 50) fits the run's int4 columns.
+const maxCallTokens = 1 << 24
+
+// usage is a call's reported usage, when its counts make sense: a server
+// that sends zeros, negative counts or absurd ones has told nothing.
+func usage(u openai.CompletionUsage) (agent.Usage, bool) {
+	p, c := u.PromptTokens, u.CompletionTokens
+	if p < 0 || c < 0 || p > maxCallTokens || c > maxCallTokens || p+c == 0 {
+		return agent.Usage{}, false
+	}
+	return agent.Usage{PromptTokens: int(p), CompletionTokens: int(c), Reported: true}, true
 }
 
 // callError classifies the error that ended a call (see the package

@@ -81,6 +81,26 @@ func TestUsageIsOptional(t *testing.T) {
 	}
 }
 
+// TestNonsenseUsageIsIgnored: counts the run's token columns cannot hold
+// would make the worker's final write fail, and the run be retried for
+// them; a server that reports them has reported nothing usable.
+func TestNonsenseUsageIsIgnored(t *testing.T) {
+	for _, u := range []llmtest.Usage{
+		{PromptTokens: -1, CompletionTokens: 5},
+		{PromptTokens: 12, CompletionTokens: 1 << 40},
+	} {
+		fake := llmtest.New(t)
+		fake.Push(llmtest.Response{Chunks: llmtest.Text("ok"), Usage: &u})
+		turn, _, err := complete(t, newProvider(t, fake), request())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if turn.Usage.Reported || turn.Text != "ok" {
+			t.Errorf("usage %+v: turn = %+v, want text ok and no usage", u, turn)
+		}
+	}
+}
+
 func TestAssemblesToolCalls(t *testing.T) {
 	fake := llmtest.New(t)
 	fake.Push(llmtest.Response{Chunks: llmtest.Chunks(
