@@ -11,9 +11,11 @@
 //   - Before the response starts (connection refused, 429, 5xx), the SDK
 //     retries with exponential backoff and jitter, honouring Retry-After,
 //     up to Config.MaxRetries times. What still fails is
-//     agent.ErrModelUnavailable; a 4xx is agent.ErrModelRejected.
+//     agent.ErrModelUnavailable (so is a Retry-After that outlasts the
+//     call's timeout); a 4xx is agent.ErrModelRejected.
 //   - Once the stream has started, nothing can be retried inside the call
-//     (the caller may have shown the text): a broken stream wraps
+//     (the caller may have shown the text): a broken stream (cut, an error
+//     event, or an end with neither a finish reason nor [DONE]) wraps
 //     agent.ErrTransient, and the pipeline runs the whole attempt again.
 //   - A call longer than Config.Timeout is agent.ErrModelTimeout; a stream
 //     that cannot be decoded, or an empty answer, is agent.ErrBadResponse.
