@@ -11,9 +11,11 @@
 //   - Before the response starts (connection refused, 429, 5xx), the SDK
 //     retries with exponential backoff and jitter, honouring Retry-After,
 //     up to Config.MaxRetries times. What still fails is
-//     agent.ErrModelUnavailable; a 4xx is agent.ErrModelRejected.
+//     agent.ErrModelUnavailable (so is a Retry-After that outlasts the
+//     call's timeout); a 4xx is agent.ErrModelRejected.
 //   - Once the stream has started, nothing can be retried inside the call
-//     (the caller may have shown the text): a broken stream wraps
+//     (the caller may have shown the text): a broken stream (cut, an error
+//     event, or an end with neither a finish reason nor [DONE]) wraps
 //     agent.ErrTransient, and the pipeline runs the whole attempt again.
 //   - A call longer than Config.Timeout is agent.ErrModelTimeout; a stream
 //     that cannot be decoded, or an empty answer, is agent.ErrBadResponse.
@@ -22,10 +24,12 @@
 package llm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -162,8 +166,8 @@ func (p *OpenAI) Complete(ctx context.Context, req agent.Request, onDelta func(s
 	if err != nil {
 		return agent.Turn{}, err
 	}
-	var res *http.Response
-	stream := p.completions.NewStreaming(ctx, params, option.WithResponseInto(&res))
+	var last attempt
+	stream := p.completions.NewStreaming(ctx, params, option.WithMiddleware(last.observe))
 	defer stream.Close()
 
 	var (
@@ -174,8 +178,10 @@ func (p *OpenAI) Complete(ctx context.Context, req agent.Request, onDelta func(s
 	)
 	for stream.Next() {
 		chunk := stream.Current()
-		if u := chunk.Usage; chunk.JSON.Usage.Valid() && (u.PromptTokens > 0 || u.CompletionTokens > 0) {
-			turn.Usage = agent.Usage{PromptTokens: int(u.PromptTokens), CompletionTokens: int(u.CompletionTokens), Reported: true}
+		if chunk.JSON.Usage.Valid() {
+			if u, ok := usage(chunk.Usage); ok {
+				turn.Usage = u
+			}
 		}
 		for _, choice := range chunk.Choices {
 			if choice.Index != 0 {
@@ -197,14 +203,15 @@ func (p *OpenAI) Complete(ctx context.Context, req agent.Request, onDelta func(s
 		}
 	}
 	if err := stream.Err(); err != nil {
-		return turn, p.callError(ctx, err, res)
+		return turn, p.callError(ctx, err, &last)
 	}
 	if ctx.Err() != nil {
 		return turn, ctx.Err()
 	}
-	if finish == "" {
+	if finish == "" && !last.done() {
 		// The body ended cleanly but before the completion did: the server
-		// or a proxy between went away.
+		// or a proxy between went away. (Some gateways never send a finish
+		// reason; their [DONE] says the answer is whole.)
 		return turn, fmt.Errorf("llm: stream ended before the completion finished: %w", agent.ErrTransient)
 	}
 	turn.Text = text.String()
@@ -215,13 +222,35 @@ func (p *OpenAI) Complete(ctx context.Context, req agent.Request, onDelta func(s
 	return turn, nil
 }
 
+// maxCallTokens bounds the token counts believed of one call: far beyond
+// any model's context, and small enough that a run's sum over its calls
+// (at most 51 with AI_MAX_TOOL_ROUNDS at 50) fits the run's int4 columns.
+const maxCallTokens = 1 << 24
+
+// usage is a call's reported usage, when its counts make sense: a server
+// that sends zeros, negative counts or absurd ones has told nothing.
+func usage(u openai.CompletionUsage) (agent.Usage, bool) {
+	p, c := u.PromptTokens, u.CompletionTokens
+	if p < 0 || c < 0 || p > maxCallTokens || c > maxCallTokens || p+c == 0 {
+		return agent.Usage{}, false
+	}
+	return agent.Usage{PromptTokens: int(p), CompletionTokens: int(c), Reported: true}, true
+}
+
 // callError classifies the error that ended a call (see the package
-// comment). res is the HTTP response, when one arrived.
-func (p *OpenAI) callError(ctx context.Context, err error, res *http.Response) error {
+// comment); last is what the SDK's last attempt saw.
+//
+// A timeout is told by the attempt's context, not by the error: a dial
+// timeout also satisfies errors.Is(err, context.DeadlineExceeded), and a
+// call timeout that ends the SDK's wait for Retry-After follows a 429.
+func (p *OpenAI) callError(ctx context.Context, err error, last *attempt) error {
 	if ctx.Err() != nil {
 		return ctx.Err() // cancelled or timed out by the caller: not the model's fault
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	if last.timedOut() {
+		if last.status >= 300 {
+			return fmt.Errorf("llm: %s answered %d and the timeout ended the wait to retry: %w", p.model, last.status, agent.ErrModelUnavailable)
+		}
 		return fmt.Errorf("llm: %s: %w", p.model, agent.ErrModelTimeout)
 	}
 	var apiErr *openai.Error
@@ -236,7 +265,7 @@ func (p *OpenAI) callError(ctx context.Context, err error, res *http.Response) e
 		}
 		return fmt.Errorf("llm: %s answered %d: %s: %w", p.model, apiErr.StatusCode, msg, agent.ErrModelRejected)
 	}
-	if res == nil || res.StatusCode >= 300 {
+	if last.status == 0 || last.status >= 300 {
 		// No response: the server could not be reached through the retries.
 		return fmt.Errorf("llm: %s: %w: %w", p.model, agent.ErrModelUnavailable, err)
 	}
@@ -251,6 +280,67 @@ func (p *OpenAI) callError(ctx context.Context, err error, res *http.Response) e
 		return fmt.Errorf("llm: %s reported an error mid-stream: %w: %w", p.model, agent.ErrTransient, err)
 	}
 	return fmt.Errorf("llm: %s: stream broken: %w: %w", p.model, agent.ErrTransient, err)
+}
+
+// attempt is what the SDK's latest attempt of one call saw, kept by
+// observe, the call's middleware. The SDK runs attempts one after another
+// and reads the body from Complete's goroutine: no locking is needed.
+type attempt struct {
+	ctx    context.Context // the attempt's: it carries Config.Timeout
+	status int             // the response's status; 0 while none came
+	tail   []byte          // the last bytes of the body read so far
+}
+
+// doneMarker ends an OpenAI stream; the SDK consumes it without a trace.
+var doneMarker = []byte("[DONE]")
+
+func (a *attempt) observe(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+	*a = attempt{ctx: req.Context()}
+	res, err := next(req)
+	if res != nil {
+		a.status = res.StatusCode
+		if res.Body != nil {
+			res.Body = tailReader{ReadCloser: res.Body, a: a}
+		}
+	}
+	return res, err
+}
+
+// timedOut reports whether the attempt's own timeout (Config.Timeout)
+// ended it.
+func (a *attempt) timedOut() bool {
+	return a.ctx != nil && errors.Is(a.ctx.Err(), context.DeadlineExceeded)
+}
+
+// done reports whether the body read so far ends with the [DONE] event.
+// Every other event is a JSON object, so only that one can end with it.
+func (a *attempt) done() bool {
+	return bytes.HasSuffix(bytes.TrimSpace(a.tail), doneMarker)
+}
+
+// keep appends b to the tail, keeping enough of it for done.
+func (a *attempt) keep(b []byte) {
+	const size = 32
+	if len(b) >= size {
+		a.tail = append(a.tail[:0], b[len(b)-size:]...)
+		return
+	}
+	a.tail = append(a.tail, b...)
+	if over := len(a.tail) - size; over > 0 {
+		a.tail = a.tail[:copy(a.tail, a.tail[over:])]
+	}
+}
+
+// tailReader is a response body that shows what it reads to its attempt.
+type tailReader struct {
+	io.ReadCloser
+	a *attempt
+}
+
+func (r tailReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.a.keep(p[:n])
+	return n, err
 }
 
 // params builds the request: the model, the messages in order, the tools,

@@ -81,6 +81,26 @@ func TestUsageIsOptional(t *testing.T) {
 	}
 }
 
+// TestNonsenseUsageIsIgnored: counts the run's token columns cannot hold
+// would make the worker's final write fail, and the run be retried for
+// them; a server that reports them has reported nothing usable.
+func TestNonsenseUsageIsIgnored(t *testing.T) {
+	for _, u := range []llmtest.Usage{
+		{PromptTokens: -1, CompletionTokens: 5},
+		{PromptTokens: 12, CompletionTokens: 1 << 40},
+	} {
+		fake := llmtest.New(t)
+		fake.Push(llmtest.Response{Chunks: llmtest.Text("ok"), Usage: &u})
+		turn, _, err := complete(t, newProvider(t, fake), request())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if turn.Usage.Reported || turn.Text != "ok" {
+			t.Errorf("usage %+v: turn = %+v, want text ok and no usage", u, turn)
+		}
+	}
+}
+
 func TestAssemblesToolCalls(t *testing.T) {
 	fake := llmtest.New(t)
 	fake.Push(llmtest.Response{Chunks: llmtest.Chunks(
@@ -289,6 +309,32 @@ func TestRetries(t *testing.T) {
 			t.Fatalf("err = %v, want ErrModelUnavailable", err)
 		}
 	})
+	// A dial timeout is an error that errors.Is calls a deadline: still a
+	// server out of reach, not a slow model.
+	t.Run("a host that does not answer the dial", func(t *testing.T) {
+		fake := llmtest.New(t)
+		dialer := &net.Dialer{Timeout: time.Nanosecond} // times out before it connects
+		client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+		p := newProvider(t, fake, func(c *llm.Config) { c.HTTPClient, c.MaxRetries = client, 0 })
+		_, _, err := complete(t, p, request())
+		if !errors.Is(err, agent.ErrModelUnavailable) || errors.Is(err, agent.ErrModelTimeout) {
+			t.Fatalf("err = %v, want ErrModelUnavailable only", err)
+		}
+	})
+	// The SDK waits for Retry-After inside the call's timeout: when the
+	// timeout ends the wait, the model was unavailable, not slow.
+	t.Run("Retry-After longer than the call's timeout", func(t *testing.T) {
+		fake := llmtest.New(t)
+		fake.Push(llmtest.Response{Status: http.StatusTooManyRequests, Header: map[string]string{"Retry-After": "30"}, Error: "slow down"})
+		p := newProvider(t, fake, func(c *llm.Config) { c.Timeout = 200 * time.Millisecond })
+		_, _, err := complete(t, p, request())
+		if !errors.Is(err, agent.ErrModelUnavailable) || errors.Is(err, agent.ErrModelTimeout) {
+			t.Fatalf("err = %v, want ErrModelUnavailable only", err)
+		}
+		if n := len(fake.Requests()); n != 1 {
+			t.Errorf("%d requests, want 1", n)
+		}
+	})
 }
 
 // TestBrokenStream: once output has started nothing is retried inside the
@@ -367,7 +413,8 @@ func TestBadResponses(t *testing.T) {
 			t.Fatalf("err = %v, want ErrBadResponse", err)
 		}
 	})
-	// Bodies the fake cannot send: written by hand.
+	// Bodies the fake cannot send: written by hand. want nil: the answer
+	// is "hi".
 	const hi = `data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}` + "\n\n"
 	for _, tc := range []struct {
 		name, body string
@@ -375,6 +422,10 @@ func TestBadResponses(t *testing.T) {
 	}{
 		{"a chunk that is not JSON", hi + "data: {not json\n\n", agent.ErrBadResponse},
 		{"a body that ends before the completion (no finish reason, no [DONE])", hi, agent.ErrTransient},
+		{"an error event mid-stream", hi + `data: {"error":{"message":"upstream went away","code":502}}` + "\n\n", agent.ErrTransient},
+		// Some gateways (Gemini and Bedrock proxies) never set
+		// finish_reason; [DONE] still says the answer is whole.
+		{"[DONE] without a finish reason", hi + "data: [DONE]\n\n", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -386,7 +437,13 @@ func TestBadResponses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = p.Complete(context.Background(), request(), func(string) {})
+			turn, err := p.Complete(context.Background(), request(), func(string) {})
+			if tc.want == nil {
+				if err != nil || turn.Text != "hi" {
+					t.Fatalf("turn = %+v, %v; want hi", turn, err)
+				}
+				return
+			}
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
