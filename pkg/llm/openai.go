@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -208,6 +209,12 @@ func (p *OpenAI) Complete(ctx context.Context, req agent.Request, onDelta func(s
 	if ctx.Err() != nil {
 		return turn, ctx.Err()
 	}
+	if finish == "" && !last.streamed() {
+		// A 200 that is not an event stream: a proxy or a server that
+		// ignored "stream": true. Another attempt would get the same.
+		return turn, fmt.Errorf("llm: %s answered %q, not a stream: is OPENAI_BASE_URL an OpenAI-compatible API? %w",
+			p.model, last.contentType, agent.ErrBadResponse)
+	}
 	if finish == "" && !last.done() {
 		// The body ended cleanly but before the completion did: the server
 		// or a proxy between went away. (Some gateways never send a finish
@@ -259,8 +266,7 @@ func (p *OpenAI) callError(ctx context.Context, err error, last *attempt) error 
 		if msg == "" {
 			msg = http.StatusText(apiErr.StatusCode)
 		}
-		if apiErr.StatusCode == http.StatusTooManyRequests || apiErr.StatusCode >= 500 ||
-			apiErr.StatusCode == http.StatusRequestTimeout || apiErr.StatusCode == http.StatusConflict {
+		if retryableStatus(apiErr.StatusCode) {
 			return fmt.Errorf("llm: %s answered %d after its retries: %s: %w", p.model, apiErr.StatusCode, msg, agent.ErrModelUnavailable)
 		}
 		return fmt.Errorf("llm: %s answered %d: %s: %w", p.model, apiErr.StatusCode, msg, agent.ErrModelRejected)
@@ -277,9 +283,37 @@ func (p *OpenAI) callError(ctx context.Context, err error, last *attempt) error 
 	}
 	var streamErr *ssestream.StreamError
 	if errors.As(err, &streamErr) {
+		if code := eventStatus(streamErr.Event.Data); code >= 400 && code < 500 && !retryableStatus(code) {
+			// vLLM reports a request it cannot serve this way (code 400):
+			// running the attempt again would only repeat it.
+			return fmt.Errorf("llm: %s reported a %d mid-stream: %w: %w", p.model, code, agent.ErrModelRejected, err)
+		}
 		return fmt.Errorf("llm: %s reported an error mid-stream: %w: %w", p.model, agent.ErrTransient, err)
 	}
 	return fmt.Errorf("llm: %s: stream broken: %w: %w", p.model, agent.ErrTransient, err)
+}
+
+// retryableStatus reports the statuses the SDK retries: a moment's
+// trouble, not the request's.
+func retryableStatus(code int) bool {
+	return code == http.StatusTooManyRequests || code >= 500 ||
+		code == http.StatusRequestTimeout || code == http.StatusConflict
+}
+
+// eventStatus is the HTTP-like code of an error event's
+// {"error":{"code":…}}, or 0 when it has no numeric one (OpenAI's codes
+// are words).
+func eventStatus(data []byte) int {
+	var ev struct {
+		Error struct {
+			Code json.RawMessage `json:"code"`
+		} `json:"error"`
+	}
+	var code int
+	if json.Unmarshal(data, &ev) != nil || json.Unmarshal(ev.Error.Code, &code) != nil {
+		return 0
+	}
+	return code
 }
 
 // attempt is what the SDK's latest attempt of one call saw, kept by
@@ -288,7 +322,9 @@ func (p *OpenAI) callError(ctx context.Context, err error, last *attempt) error 
 type attempt struct {
 	ctx    context.Context // the attempt's: it carries Config.Timeout
 	status int             // the response's status; 0 while none came
-	tail   []byte          // the last bytes of the body read so far
+	// contentType is the response's media type.
+	contentType string
+	tail        []byte // the last bytes of the body read so far
 }
 
 // doneMarker ends an OpenAI stream; the SDK consumes it without a trace.
@@ -299,6 +335,7 @@ func (a *attempt) observe(req *http.Request, next option.MiddlewareNext) (*http.
 	res, err := next(req)
 	if res != nil {
 		a.status = res.StatusCode
+		a.contentType, _, _ = mime.ParseMediaType(res.Header.Get("Content-Type"))
 		if res.Body != nil {
 			res.Body = tailReader{ReadCloser: res.Body, a: a}
 		}
@@ -311,6 +348,9 @@ func (a *attempt) observe(req *http.Request, next option.MiddlewareNext) (*http.
 func (a *attempt) timedOut() bool {
 	return a.ctx != nil && errors.Is(a.ctx.Err(), context.DeadlineExceeded)
 }
+
+// streamed reports whether the response was an event stream.
+func (a *attempt) streamed() bool { return a.contentType == "text/event-stream" }
 
 // done reports whether the body read so far ends with the [DONE] event.
 // Every other event is a JSON object, so only that one can end with it.

@@ -1,6 +1,7 @@
 package llm_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -419,17 +420,23 @@ func TestBadResponses(t *testing.T) {
 	for _, tc := range []struct {
 		name, body string
 		want       error
+		// contentType is the answer's; "" means text/event-stream.
+		contentType string
 	}{
-		{"a chunk that is not JSON", hi + "data: {not json\n\n", agent.ErrBadResponse},
-		{"a body that ends before the completion (no finish reason, no [DONE])", hi, agent.ErrTransient},
-		{"an error event mid-stream", hi + `data: {"error":{"message":"upstream went away","code":502}}` + "\n\n", agent.ErrTransient},
+		{"a whole completion, not a stream (a proxy that ignores stream)", `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`, agent.ErrBadResponse, "application/json"},
+		{"a chunk that is not JSON", hi + "data: {not json\n\n", agent.ErrBadResponse, ""},
+		{"a body that ends before the completion (no finish reason, no [DONE])", hi, agent.ErrTransient, ""},
+		{"an error event mid-stream", hi + `data: {"error":{"message":"upstream went away","code":502}}` + "\n\n", agent.ErrTransient, ""},
+		{"a 4xx error event mid-stream (vLLM)", hi + `data: {"error":{"object":"error","message":"This model's maximum context length is 4096 tokens","type":"BadRequestError","code":400}}` + "\n\n", agent.ErrModelRejected, ""},
+		{"a 429 error event mid-stream", hi + `data: {"error":{"message":"slow down","code":429}}` + "\n\n", agent.ErrTransient, ""},
+		{"an error event with a word for a code", hi + `data: {"error":{"message":"overloaded","code":"server_error"}}` + "\n\n", agent.ErrTransient, ""},
 		// Some gateways (Gemini and Bedrock proxies) never set
 		// finish_reason; [DONE] still says the answer is whole.
-		{"[DONE] without a finish reason", hi + "data: [DONE]\n\n", nil},
+		{"[DONE] without a finish reason", hi + "data: [DONE]\n\n", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("Content-Type", cmp.Or(tc.contentType, "text/event-stream"))
 				_, _ = w.Write([]byte(tc.body))
 			}))
 			defer srv.Close()
