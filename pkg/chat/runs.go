@@ -347,39 +347,86 @@ func (s *Store) ReleaseRun(ctx context.Context, userID, runID, owner string) err
 // even when they were written after its own message. ErrNotFound for an
 // unknown run; limit must be positive (a *validate.Error on "limit").
 func (s *Store) History(ctx context.Context, userID, runID string, limit int) ([]Message, error) {
+	history, _, err := s.history(ctx, userID, runID, limit, false)
+	return history, err
+}
+
+// RunInput returns what the model gets for userID's run runID: its History
+// (limit messages) and its Ledger. It reads both in one statement when the
+// ledger is empty (a run's first attempt, the usual case) and the ledger in
+// a second one when it is not. Both are read after the claim committed, so
+// they see every tool round an earlier holder of the run recorded. Errors
+// as History's.
+func (s *Store) RunInput(ctx context.Context, userID, runID string, limit int) ([]Message, []LedgerEntry, error) {
+	history, hasLedger, err := s.history(ctx, userID, runID, limit, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !hasLedger {
+		return history, []LedgerEntry{}, nil
+	}
+	ledger, err := s.Ledger(ctx, userID, runID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return history, ledger, nil
+}
+
+// history is History in one statement: the run's conversation and seq
+// come from subqueries, so a missing run shows as no rows (then told apart
+// from an empty history with a second query). With withLedger it also
+// reports whether the run has tool rounds (true when it cannot tell from
+// the rows: the caller then reads the ledger).
+func (s *Store) history(ctx context.Context, userID, runID string, limit int, withLedger bool) ([]Message, bool, error) {
 	const op = "load history"
 	if limit < 1 {
-		return nil, validate.Field("limit", "must be positive")
+		return nil, false, validate.Field("limit", "must be positive")
 	}
-	r, err := s.getRun(ctx, userID, runID, op)
-	if err != nil {
-		return nil, err
+	id, ok := parseID(runID)
+	if !ok {
+		return nil, false, ErrNotFound
+	}
+	// The run's own row, scoped to the user: no rows for another's run.
+	runCol := func(col string) *bun.SelectQuery {
+		return s.selectFrom(userID, (*runRow)(nil)).Column(col).Where("r.id = ?", id)
 	}
 	// A run has one user message and at most one answer, so the last limit
 	// messages lie within the last limit runs.
 	recent := s.selectFrom(userID, (*runRow)(nil)).
 		Column("id", "seq").
-		Where("r.conversation_id = ?", r.ConversationID).
-		Where("r.seq <= ?", r.Seq).
+		Where("r.conversation_id = (?)", runCol("conversation_id")).
+		Where("r.seq <= (?)", runCol("seq")).
 		OrderExpr("r.seq DESC").
 		Limit(int64(limit))
 	var rows []messageRow
-	err = s.selectFrom(userID, &rows).
+	q := s.selectFrom(userID, &rows).
 		ColumnExpr("m.*").
 		Join("JOIN (?) AS rr ON rr.id = m.run_id", recent).
-		Where("m.conversation_id = ?", r.ConversationID).
-		Where("NOT (m.run_id = ? AND m.role = ?)", r.ID, RoleAssistant).
+		Where("m.conversation_id = (?)", runCol("conversation_id")).
+		Where("NOT (m.run_id = ? AND m.role = ?)", id, RoleAssistant).
 		OrderExpr("rr.seq DESC, m.seq DESC").
-		Limit(int64(limit)).
-		Scan(ctx)
-	if err != nil {
-		return nil, translate(op, err)
+		Limit(int64(limit))
+	if withLedger {
+		rounds := s.db.NewSelect().Model((*toolRoundRow)(nil)).ApplyQueryBuilder(scope(userID)).
+			ColumnExpr("1").
+			Where("tr.run_id = ?", id)
+		q = q.ColumnExpr("EXISTS (?) AS run_has_ledger", rounds)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, false, translate(op, err)
+	}
+	if len(rows) == 0 {
+		// No such run, or (its message gone) nothing to show.
+		if _, err := s.getRun(ctx, userID, id, op); err != nil {
+			return nil, false, err
+		}
+		return []Message{}, withLedger, nil
 	}
 	out := make([]Message, len(rows))
 	for i, m := range rows {
 		out[len(rows)-1-i] = m.wire()
 	}
-	return out, nil
+	return out, rows[0].RunHasLedger, nil
 }
 
 // RunAnswer returns the assistant message userID's run runID wrote, if it

@@ -203,6 +203,10 @@ type messageRow struct {
 	Model          *string    `bun:"model"`
 	Feedback       *string    `bun:"feedback"`
 	CreatedAt      time.Time  `bun:"created_at,nullzero,notnull,default:now()"`
+
+	// RunHasLedger is filled by RunInput only: whether the run whose input
+	// is read has tool rounds.
+	RunHasLedger bool `bun:"run_has_ledger,scanonly"`
 }
 
 func (m messageRow) wire() Message {
