@@ -78,6 +78,20 @@ func TestCancelRun(t *testing.T) {
 			t.Errorf("claim %+v, want CancelRequested and Resumed", c)
 		}
 	})
+	t.Run("a run handed back keeps the request", func(t *testing.T) {
+		turn := mustTurn(t, s, user, "", "handed back")
+		mustClaim(t, s, user, turn.Run.ID, "leaving", chat.ClaimOK)
+		if _, err := s.CancelRun(ctx, user, turn.Run.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ReleaseRun(ctx, user, turn.Run.ID, "leaving"); err != nil {
+			t.Fatal(err)
+		}
+		c := mustClaim(t, s, user, turn.Run.ID, "next", chat.ClaimOK)
+		if !c.CancelRequested || c.Resumed || c.Run.Attempts != 2 {
+			t.Errorf("claim %+v, want CancelRequested at attempt 2, not Resumed", c)
+		}
+	})
 	t.Run("unknown", func(t *testing.T) {
 		_, err := s.CancelRun(ctx, user, "0190a0a0-0000-7000-8000-000000000000")
 		wantErr(t, err, chat.ErrNotFound)
