@@ -248,11 +248,7 @@ func (b *baseline) turn(ctx context.Context, c *client) error {
 	if claim.Outcome != chat.ClaimOK {
 		return fmt.Errorf("claim run %s: %s", run.ID, claim.Outcome)
 	}
-	history, err := store.History(ctx, c.user, run.ID, b.history)
-	if err != nil {
-		return err
-	}
-	ledger, err := store.Ledger(ctx, c.user, run.ID)
+	history, ledger, err := store.RunInput(ctx, c.user, run.ID, b.history)
 	if err != nil {
 		return err
 	}

@@ -161,7 +161,34 @@ func (s *Store) ClaimRun(ctx context.Context, userID, runID, owner string, lease
 // claim is ClaimRun's transaction.
 func (s *Store) claim(ctx context.Context, userID, id, owner string, lease time.Duration) (Claim, error) {
 	const op = "claim run"
-	r, err := s.lockRun(ctx, userID, id, op)
+	convID, err := s.lockConversationOf(ctx, userID, id, op)
+	if errors.Is(err, ErrNotFound) {
+		return Claim{Outcome: ClaimGone}, nil
+	}
+	if err != nil {
+		return Claim{}, err
+	}
+	// The usual case, a queued run whose turn it is, takes one statement.
+	// It starts after the conversation's lock is held, so it sees every
+	// claim and finish of the conversation that committed before, and it
+	// locks the run (after the conversation) as it changes it.
+	var r runRow
+	err = start(s.update(userID, &r), owner, lease).
+		Where("r.id = ?", id).
+		Where("r.conversation_id = ?", convID).
+		Where("r.status = ?", RunQueued).
+		Where("NOT EXISTS (?)", s.blockers(userID, convID, bun.Safe("r.id"), bun.Safe("r.seq"))).
+		Returning("*").
+		Scan(ctx)
+	switch {
+	case err == nil:
+		return Claim{Outcome: ClaimOK, Run: r.wire(), CancelRequested: r.CancelRequested}, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return Claim{}, translate(op, err)
+	}
+	// Anything else (gone, final, held, not its turn, or an expired lease
+	// to take over): lock the run and decide on what it is now.
+	r, err = s.lockRunRow(ctx, userID, id, op)
 	if errors.Is(err, ErrNotFound) {
 		return Claim{Outcome: ClaimGone}, nil
 	}
@@ -174,15 +201,7 @@ func (s *Store) claim(ctx context.Context, userID, id, owner string, lease time.
 	case r.Status == RunRunning && r.LeaseLive:
 		return Claim{Outcome: ClaimBusy, Run: r.wire()}, nil
 	}
-	blocked, err := s.selectFrom(userID, (*runRow)(nil)).
-		Where("r.conversation_id = ?", r.ConversationID).
-		Where("r.status IN (?)", unfinished).
-		Where("r.id <> ?", r.ID).
-		WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
-			return q.Where("r.seq < ?", r.Seq).
-				WhereOr("r.status = ? AND r.lease_expires_at > now()", RunRunning)
-		}).
-		Exists(ctx)
+	blocked, err := s.blockers(userID, r.ConversationID, r.ID, r.Seq).Exists(ctx)
 	if err != nil {
 		return Claim{}, translate(op, err)
 	}
@@ -190,8 +209,20 @@ func (s *Store) claim(ctx context.Context, userID, id, owner string, lease time.
 		return Claim{Outcome: ClaimBusy, Run: r.wire()}, nil
 	}
 	resumed := r.Status == RunRunning
-	err = s.update(userID, &r).
+	err = start(s.update(userID, &r), owner, lease).
 		Where("r.id = ?", r.ID).
+		Returning("*").
+		Scan(ctx)
+	if err != nil {
+		return Claim{}, translate(op, err)
+	}
+	return Claim{Outcome: ClaimOK, Run: r.wire(), Resumed: resumed, CancelRequested: r.CancelRequested}, nil
+}
+
+// start sets what claiming a run changes: running under owner's lease
+// until now+lease, one more attempt, started_at on the first.
+func start(q *bun.UpdateQuery, owner string, lease time.Duration) *bun.UpdateQuery {
+	return q.
 		Set("status = ?", RunRunning).
 		Set("attempts = attempts + 1").
 		// clock_timestamp, not now(): now() is when this transaction began,
@@ -201,13 +232,25 @@ func (s *Store) claim(ctx context.Context, userID, id, owner string, lease time.
 		Set("started_at = coalesce(started_at, clock_timestamp())").
 		Set("lease_owner = ?", owner).
 		Set("lease_expires_at = now() + ?::interval", interval(lease)).
-		Set("updated_at = now()").
-		Returning("*").
-		Scan(ctx)
-	if err != nil {
-		return Claim{}, translate(op, err)
-	}
-	return Claim{Outcome: ClaimOK, Run: r.wire(), Resumed: resumed, CancelRequested: r.CancelRequested}, nil
+		Set("updated_at = now()")
+}
+
+// blockers selects the runs of userID's conversation convID that keep its
+// run (id, seq) from starting: an older unfinished one, or another running
+// under a live lease. id and seq are values, or the columns of the run
+// being claimed (bun.Safe) in a statement that changes it.
+func (s *Store) blockers(userID, convID string, id, seq any) *bun.SelectQuery {
+	return s.db.NewSelect().
+		TableExpr("runs AS b").
+		ColumnExpr("1").
+		Where("b.user_id = ?", userID). // the scope, by hand: the alias is not the model's
+		Where("b.conversation_id = ?", convID).
+		Where("b.status IN (?)", unfinished).
+		Where("b.id <> ?", id).
+		WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("b.seq < ?", seq).
+				WhereOr("b.status = ? AND b.lease_expires_at > now()", RunRunning)
+		})
 }
 
 // lockRun locks userID's run id for the rest of the transaction, after
@@ -216,6 +259,16 @@ func (s *Store) claim(ctx context.Context, userID, id, owner string, lease time.
 // in this order, so they queue instead of deadlocking. ErrNotFound when
 // the run or its conversation is gone.
 func (s *Store) lockRun(ctx context.Context, userID, id, op string) (runRow, error) {
+	if _, err := s.lockConversationOf(ctx, userID, id, op); err != nil {
+		return runRow{}, err
+	}
+	return s.lockRunRow(ctx, userID, id, op)
+}
+
+// lockConversationOf locks the conversation of userID's run id for the rest
+// of the transaction (lockRun's first lock) and returns its id.
+// ErrNotFound when the run or its conversation is gone.
+func (s *Store) lockConversationOf(ctx context.Context, userID, id, op string) (string, error) {
 	convOfRun := s.selectFrom(userID, (*runRow)(nil)).Column("conversation_id").Where("r.id = ?", id)
 	var convID string
 	// NO KEY UPDATE: it does not hold off CreateTurn's foreign key checks,
@@ -226,10 +279,16 @@ func (s *Store) lockRun(ctx context.Context, userID, id, op string) (runRow, err
 		For("NO KEY UPDATE").
 		Scan(ctx, &convID)
 	if err != nil {
-		return runRow{}, translate(op, err)
+		return "", translate(op, err)
 	}
+	return convID, nil
+}
+
+// lockRunRow locks userID's run id (lockRun's second lock: the caller
+// holds its conversation's) and reads it with LeaseLive set.
+func (s *Store) lockRunRow(ctx context.Context, userID, id, op string) (runRow, error) {
 	var r runRow
-	err = s.selectFrom(userID, &r).
+	err := s.selectFrom(userID, &r).
 		ColumnExpr("r.*").
 		ColumnExpr("coalesce(r.lease_expires_at > now(), false) AS lease_live").
 		Where("r.id = ?", id).
@@ -347,39 +406,86 @@ func (s *Store) ReleaseRun(ctx context.Context, userID, runID, owner string) err
 // even when they were written after its own message. ErrNotFound for an
 // unknown run; limit must be positive (a *validate.Error on "limit").
 func (s *Store) History(ctx context.Context, userID, runID string, limit int) ([]Message, error) {
+	history, _, err := s.history(ctx, userID, runID, limit, false)
+	return history, err
+}
+
+// RunInput returns what the model gets for userID's run runID: its History
+// (limit messages) and its Ledger. It reads both in one statement when the
+// ledger is empty (a run's first attempt, the usual case) and the ledger in
+// a second one when it is not. Both are read after the claim committed, so
+// they see every tool round an earlier holder of the run recorded. Errors
+// as History's.
+func (s *Store) RunInput(ctx context.Context, userID, runID string, limit int) ([]Message, []LedgerEntry, error) {
+	history, hasLedger, err := s.history(ctx, userID, runID, limit, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !hasLedger {
+		return history, []LedgerEntry{}, nil
+	}
+	ledger, err := s.Ledger(ctx, userID, runID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return history, ledger, nil
+}
+
+// history is History in one statement: the run's conversation and seq
+// come from subqueries, so a missing run shows as no rows (then told apart
+// from an empty history with a second query). With withLedger it also
+// reports whether the run has tool rounds (true when it cannot tell from
+// the rows: the caller then reads the ledger).
+func (s *Store) history(ctx context.Context, userID, runID string, limit int, withLedger bool) ([]Message, bool, error) {
 	const op = "load history"
 	if limit < 1 {
-		return nil, validate.Field("limit", "must be positive")
+		return nil, false, validate.Field("limit", "must be positive")
 	}
-	r, err := s.getRun(ctx, userID, runID, op)
-	if err != nil {
-		return nil, err
+	id, ok := parseID(runID)
+	if !ok {
+		return nil, false, ErrNotFound
+	}
+	// The run's own row, scoped to the user: no rows for another's run.
+	runCol := func(col string) *bun.SelectQuery {
+		return s.selectFrom(userID, (*runRow)(nil)).Column(col).Where("r.id = ?", id)
 	}
 	// A run has one user message and at most one answer, so the last limit
 	// messages lie within the last limit runs.
 	recent := s.selectFrom(userID, (*runRow)(nil)).
 		Column("id", "seq").
-		Where("r.conversation_id = ?", r.ConversationID).
-		Where("r.seq <= ?", r.Seq).
+		Where("r.conversation_id = (?)", runCol("conversation_id")).
+		Where("r.seq <= (?)", runCol("seq")).
 		OrderExpr("r.seq DESC").
 		Limit(int64(limit))
 	var rows []messageRow
-	err = s.selectFrom(userID, &rows).
+	q := s.selectFrom(userID, &rows).
 		ColumnExpr("m.*").
 		Join("JOIN (?) AS rr ON rr.id = m.run_id", recent).
-		Where("m.conversation_id = ?", r.ConversationID).
-		Where("NOT (m.run_id = ? AND m.role = ?)", r.ID, RoleAssistant).
+		Where("m.conversation_id = (?)", runCol("conversation_id")).
+		Where("NOT (m.run_id = ? AND m.role = ?)", id, RoleAssistant).
 		OrderExpr("rr.seq DESC, m.seq DESC").
-		Limit(int64(limit)).
-		Scan(ctx)
-	if err != nil {
-		return nil, translate(op, err)
+		Limit(int64(limit))
+	if withLedger {
+		rounds := s.db.NewSelect().Model((*toolRoundRow)(nil)).ApplyQueryBuilder(scope(userID)).
+			ColumnExpr("1").
+			Where("tr.run_id = ?", id)
+		q = q.ColumnExpr("EXISTS (?) AS run_has_ledger", rounds)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, false, translate(op, err)
+	}
+	if len(rows) == 0 {
+		// No such run, or (its message gone) nothing to show.
+		if _, err := s.getRun(ctx, userID, id, op); err != nil {
+			return nil, false, err
+		}
+		return []Message{}, withLedger, nil
 	}
 	out := make([]Message, len(rows))
 	for i, m := range rows {
 		out[len(rows)-1-i] = m.wire()
 	}
-	return out, nil
+	return out, rows[0].RunHasLedger, nil
 }
 
 // RunAnswer returns the assistant message userID's run runID wrote, if it

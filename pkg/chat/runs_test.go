@@ -78,6 +78,20 @@ func TestCancelRun(t *testing.T) {
 			t.Errorf("claim %+v, want CancelRequested and Resumed", c)
 		}
 	})
+	t.Run("a run handed back keeps the request", func(t *testing.T) {
+		turn := mustTurn(t, s, user, "", "handed back")
+		mustClaim(t, s, user, turn.Run.ID, "leaving", chat.ClaimOK)
+		if _, err := s.CancelRun(ctx, user, turn.Run.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ReleaseRun(ctx, user, turn.Run.ID, "leaving"); err != nil {
+			t.Fatal(err)
+		}
+		c := mustClaim(t, s, user, turn.Run.ID, "next", chat.ClaimOK)
+		if !c.CancelRequested || c.Resumed || c.Run.Attempts != 2 {
+			t.Errorf("claim %+v, want CancelRequested at attempt 2, not Resumed", c)
+		}
+	})
 	t.Run("unknown", func(t *testing.T) {
 		_, err := s.CancelRun(ctx, user, "0190a0a0-0000-7000-8000-000000000000")
 		wantErr(t, err, chat.ErrNotFound)
@@ -557,6 +571,73 @@ func TestHistory(t *testing.T) {
 	})
 }
 
+// TestRunInput checks that RunInput returns History and Ledger whatever the
+// attempt: a failed run that chatctl requeued starts its attempts over but
+// keeps its tool rounds, and its next attempt must replay them.
+func TestRunInput(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	first := mustTurn(t, s, user, "", "q1")
+	answer(t, s, user, first.Run.ID, "a1")
+	turn := mustTurn(t, s, user, first.Conversation.ID, "q2")
+	id := turn.Run.ID
+	if c := mustClaim(t, s, user, id, "w1", chat.ClaimOK); c.Run.Attempts != 1 {
+		t.Fatalf("first claim at attempt %d", c.Run.Attempts)
+	}
+	check := func(t *testing.T, wantLedger []string) {
+		t.Helper()
+		history, ledger, err := s.RunInput(ctx, user, id, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := s.History(ctx, user, id, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(history) != 3 || !slices.EqualFunc(history, want, func(a, b chat.Message) bool { return a.ID == b.ID && a.Content == b.Content }) {
+			t.Errorf("history %+v, want %+v", history, want)
+		}
+		got := []string{}
+		for _, e := range ledger {
+			got = append(got, fmt.Sprintf("%d.%d:%s", e.Round, e.Index, e.CallID))
+		}
+		if ledger == nil || !slices.Equal(got, wantLedger) {
+			t.Errorf("ledger %v (nil: %v), want %v", got, ledger == nil, wantLedger)
+		}
+	}
+	t.Run("first attempt: no ledger", func(t *testing.T) { check(t, []string{}) })
+
+	for _, e := range []chat.LedgerEntry{
+		{Round: 0, Index: 0, CallID: "a1", Name: "add_task"},
+		{Round: 0, Index: 1, CallID: "a2", Name: "add_task"},
+	} {
+		if _, ok, err := s.RecordToolCall(ctx, user, id, e); err != nil || !ok {
+			t.Fatalf("RecordToolCall: %v, %v", ok, err)
+		}
+	}
+	t.Run("with tool rounds", func(t *testing.T) { check(t, []string{"0.0:a1", "0.1:a2"}) })
+	t.Run("a failed run requeued to attempt 1 replays its ledger", func(t *testing.T) {
+		if _, _, err := s.FinishRun(ctx, user, id, "w1", chat.Finish{Status: chat.RunFailed}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := chat.NewMaintenance(testDB.DB).RequeueRun(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if c := mustClaim(t, s, user, id, "w2", chat.ClaimOK); c.Run.Attempts != 1 {
+			t.Fatalf("claim after the requeue at attempt %d, want 1", c.Run.Attempts)
+		}
+		check(t, []string{"0.0:a1", "0.1:a2"})
+	})
+	t.Run("errors", func(t *testing.T) {
+		_, _, err := s.RunInput(ctx, user, id, 0)
+		wantFields(t, err, "limit")
+		for _, bad := range []string{"0190a0a0-0000-7000-8000-000000000000", "nope"} {
+			_, _, err = s.RunInput(ctx, user, bad, 5)
+			wantErr(t, err, chat.ErrNotFound)
+		}
+	})
+}
+
 // TestIsolation checks that another user gets ErrNotFound (or its
 // equivalent) from every method on a user's conversation, messages and
 // runs, and that none of the user's rows change.
@@ -594,6 +675,7 @@ func TestIsolation(t *testing.T) {
 		{"RenewLease", func() error { _, err := s.RenewLease(ctx, bob, running.Run.ID, "wa", lease); return err }},
 		{"ReleaseRun", func() error { return s.ReleaseRun(ctx, bob, running.Run.ID, "wa") }},
 		{"History", func() error { _, err := s.History(ctx, bob, done.Run.ID, 10); return err }},
+		{"RunInput", func() error { _, _, err := s.RunInput(ctx, bob, running.Run.ID, 10); return err }},
 		{"Ledger", func() error { _, err := s.Ledger(ctx, bob, done.Run.ID); return err }},
 		{"RecordToolCall", func() error {
 			_, _, err := s.RecordToolCall(ctx, bob, running.Run.ID, chat.LedgerEntry{Name: "delete_task", CallID: "x"})
@@ -681,6 +763,7 @@ func TestStoreUnavailable(t *testing.T) {
 		{"RenewLease", func() error { _, err := s.RenewLease(ctx, user, id, "w", lease); return err }},
 		{"ReleaseRun", func() error { return s.ReleaseRun(ctx, user, id, "w") }},
 		{"History", func() error { _, err := s.History(ctx, user, id, 5); return err }},
+		{"RunInput", func() error { _, _, err := s.RunInput(ctx, user, id, 5); return err }},
 		{"Ledger", func() error { _, err := s.Ledger(ctx, user, id); return err }},
 		{"RecordToolCall", func() error { _, _, err := s.RecordToolCall(ctx, user, id, chat.LedgerEntry{Name: "x"}); return err }},
 		{"LookupToolCall", func() error { _, _, err := s.LookupToolCall(ctx, user, id, 0, 0); return err }},

@@ -176,6 +176,9 @@ type conversationRow struct {
 
 	// Preview is filled by ListConversations only.
 	Preview *string `bun:"last_message_preview,scanonly"`
+	// UnfinishedRuns is the user's queued and running runs, where
+	// CreateTurn asks (for its cap).
+	UnfinishedRuns int `bun:"unfinished_runs,scanonly"`
 }
 
 func (c conversationRow) wire() Conversation {
@@ -203,6 +206,10 @@ type messageRow struct {
 	Model          *string    `bun:"model"`
 	Feedback       *string    `bun:"feedback"`
 	CreatedAt      time.Time  `bun:"created_at,nullzero,notnull,default:now()"`
+
+	// RunHasLedger is filled by RunInput only: whether the run whose input
+	// is read has tool rounds.
+	RunHasLedger bool `bun:"run_has_ledger,scanonly"`
 }
 
 func (m messageRow) wire() Message {
@@ -260,6 +267,10 @@ type runRow struct {
 	// within IdempotencyWindow, by the database's clock, where a query asks.
 	LeaseLive bool `bun:"lease_live,scanonly"`
 	KeyFresh  bool `bun:"key_fresh,scanonly"`
+	// CreateTurn reads its new message's created_at and its Position with
+	// the run it inserts.
+	MessageCreatedAt time.Time `bun:"message_created_at,scanonly"`
+	Position         int       `bun:"position,scanonly"`
 }
 
 func (r runRow) wire() Run {

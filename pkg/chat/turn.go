@@ -97,7 +97,11 @@ func (s *Store) CreateTurn(ctx context.Context, userID string, in NewTurn) (Turn
 	return turn, err
 }
 
-// createTurn is CreateTurn's transaction; in is valid.
+// createTurn is CreateTurn's transaction; in is valid. After the user's
+// lock it takes two statements (three with an Idempotency-Key): the
+// conversation's, which also counts the user's unfinished runs for the
+// cap, and one inserting the message and the run, which also counts the
+// conversation's unfinished runs before it.
 func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn, error) {
 	const op = "create turn"
 	if err := s.lockUser(ctx, userID, op); err != nil {
@@ -109,27 +113,43 @@ func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn
 			return turn, err
 		}
 	}
-	if err := s.checkCap(ctx, userID, in.MaxUnfinished, op); err != nil {
-		return Turn{}, err
-	}
 
+	// The count rides on the conversation's statement, which starts after
+	// the lock is held, so it sees every turn of the user that committed
+	// before. A turn over the cap returns an error after that statement
+	// changed the conversation: the transaction's rollback undoes it (over
+	// a caller's transaction, the caller's, as for any error here).
 	var conv conversationRow
+	returning := "*"
+	var args []any
+	if in.MaxUnfinished > 0 {
+		returning = "*, (?) AS unfinished_runs"
+		args = []any{s.selectFrom(userID, (*runRow)(nil)).ColumnExpr("count(*)").Where("r.status IN (?)", unfinished)}
+	}
+	var err error
 	if in.ConversationID != "" {
 		// Bumping updated_at also checks the conversation is the user's,
 		// and its row lock keeps it from being deleted under the new rows.
-		err := s.update(userID, &conv).
+		err = s.update(userID, &conv).
 			Where("c.id = ?", in.ConversationID).
 			Set("updated_at = now()").
-			Returning("*").
+			Returning(returning, args...).
 			Scan(ctx)
-		if err != nil {
-			return Turn{}, translate(op, err)
-		}
 	} else {
 		conv = conversationRow{ID: newID(), UserID: userID, Title: titleFrom(in.Message)}
-		if err := s.insert(&conv).ExcludeColumn("created_at", "updated_at").Returning("*").Scan(ctx); err != nil {
-			return Turn{}, translate(op, err)
+		err = s.insert(&conv).ExcludeColumn("created_at", "updated_at").Returning(returning, args...).Scan(ctx)
+	}
+	if err = translate(op, err); errors.Is(err, ErrNotFound) {
+		// The cap is checked first, as if the conversation came after it.
+		if err := s.checkCap(ctx, userID, in.MaxUnfinished, op); err != nil {
+			return Turn{}, err
 		}
+	}
+	if err != nil {
+		return Turn{}, err
+	}
+	if in.MaxUnfinished > 0 && conv.UnfinishedRuns >= in.MaxUnfinished {
+		return Turn{}, ErrTooManyRuns
 	}
 
 	runID := newID()
@@ -142,9 +162,6 @@ func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn
 		Content:        in.Message,
 		ToolCalls:      []ToolCall{},
 	}
-	if err := s.insert(&msg).ExcludeColumn("seq", "created_at").Returning("*").Scan(ctx); err != nil {
-		return Turn{}, translate(op, err)
-	}
 	run := runRow{
 		ID:                 runID,
 		UserID:             userID,
@@ -156,17 +173,23 @@ func (s *Store) createTurn(ctx context.Context, userID string, in NewTurn) (Turn
 	if in.IdempotencyKey != "" {
 		run.IdempotencyKey, run.RequestHash = &in.IdempotencyKey, &in.RequestHash
 	}
-	if err := s.insert(&run).ExcludeColumn("seq", "created_at", "updated_at").Returning("*").Scan(ctx); err != nil {
+	// The statement's snapshot has neither the new message nor the new
+	// run: the count is of the runs accepted before it (the user's lock
+	// keeps any other from being accepted meanwhile).
+	before := s.selectFrom(userID, (*runRow)(nil)).
+		ColumnExpr("count(*)").
+		Where("r.conversation_id = ?", conv.ID).
+		Where("r.status IN (?)", unfinished)
+	err = s.insert(&run).
+		With("m", s.insert(&msg).ExcludeColumn("seq", "created_at").Returning("created_at")).
+		ExcludeColumn("seq", "created_at", "updated_at").
+		Returning("*, (SELECT created_at FROM m) AS message_created_at, (?) AS position", before).
+		Scan(ctx)
+	if err != nil {
 		return Turn{}, translate(op, err)
 	}
-	pos := 0 // the only run of a new conversation
-	if in.ConversationID != "" {
-		var err error
-		if pos, err = s.position(ctx, run); err != nil {
-			return Turn{}, translate(op, err)
-		}
-	}
-	return Turn{Conversation: conv.wire(), Message: msg.wire(), Run: run.wire(), Created: true, Position: pos}, nil
+	msg.CreatedAt = run.MessageCreatedAt
+	return Turn{Conversation: conv.wire(), Message: msg.wire(), Run: run.wire(), Created: true, Position: run.Position}, nil
 }
 
 // lockUser serialises userID's turns until the transaction ends (a

@@ -44,6 +44,11 @@ func TestCreateTurnNewConversation(t *testing.T) {
 	if run, err := s.GetRun(ctx, user, r.ID); err != nil || run.ID != r.ID || run.Status != chat.RunQueued || run.MessageID != m.ID {
 		t.Errorf("GetRun = %+v, %v", run, err)
 	}
+	// The message comes back as stored, though it is inserted with the run.
+	stored := messageStrings(t, s, user, c.ID, func(m chat.Message) string { return fmt.Sprintf("%s %s %s", m.ID, m.Content, m.CreatedAt) })
+	if want := fmt.Sprintf("%s %s %s", m.ID, m.Content, m.CreatedAt); len(stored) != 1 || stored[0] != want {
+		t.Errorf("stored messages %q, want [%q]", stored, want)
+	}
 }
 
 func TestCreateTurnExistingConversation(t *testing.T) {
@@ -293,6 +298,37 @@ func TestCreateTurnCap(t *testing.T) {
 		other, otherUser := newStore(t)
 		mustTurnCapped(t, other, otherUser, 0)
 	})
+}
+
+// TestCreateTurnCapAndConversation checks the cap together with the
+// conversation named: over the cap nothing changes, and the cap is reported
+// before an unknown conversation.
+func TestCreateTurnCapAndConversation(t *testing.T) {
+	ctx := context.Background()
+	s, user := newStore(t)
+	first := mustTurnCapped(t, s, user, 0)
+	conv := first.Conversation
+	mustTurnCapped(t, s, user, 1)
+	mustTurnCapped(t, s, user, 2)
+	const unknown = "0190a0a0-0000-7000-8000-000000000000"
+
+	_, err := s.CreateTurn(ctx, user, chat.NewTurn{ConversationID: conv.ID, Message: "over", MaxUnfinished: 3})
+	wantErr(t, err, chat.ErrTooManyRuns)
+	if got, err := s.GetConversation(ctx, user, conv.ID); err != nil || !got.UpdatedAt.Equal(conv.UpdatedAt) {
+		t.Errorf("after a refused turn the conversation is %+v, %v; want updated_at %v", got, err, conv.UpdatedAt)
+	}
+	if got := count(t, "SELECT count(*) FROM messages WHERE user_id = ?", user); got != 3 {
+		t.Errorf("%d messages stored, want 3", got)
+	}
+	_, err = s.CreateTurn(ctx, user, chat.NewTurn{ConversationID: unknown, Message: "over", MaxUnfinished: 3})
+	wantErr(t, err, chat.ErrTooManyRuns)
+	_, err = s.CreateTurn(ctx, user, chat.NewTurn{ConversationID: unknown, Message: "room", MaxUnfinished: 4})
+	wantErr(t, err, chat.ErrNotFound)
+
+	turn, err := s.CreateTurn(ctx, user, chat.NewTurn{ConversationID: conv.ID, Message: "room", MaxUnfinished: 4})
+	if err != nil || !turn.Created || turn.Position != 1 || turn.Conversation.ID != conv.ID {
+		t.Errorf("turn under the cap = %+v, %v; want created at position 1", turn, err)
+	}
 }
 
 func mustTurnCapped(t *testing.T, s *chat.Store, user string, i int) chat.Turn {

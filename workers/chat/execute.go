@@ -268,16 +268,12 @@ func (w *Worker) keepLease(ctx context.Context, cancel context.CancelCauseFunc, 
 	}
 }
 
-// input loads the agent's input: the history window and the ledger.
+// input loads the agent's input: the history window and the ledger (one
+// query when the ledger is empty).
 func (w *Worker) input(ctx context.Context, run chat.Run) (agent.Input, error) {
-	store := chat.NewStore(w.db)
-	history, err := store.History(ctx, run.UserID, run.ID, w.cfg.HistoryMessages)
+	history, ledger, err := chat.NewStore(w.db).RunInput(ctx, run.UserID, run.ID, w.cfg.HistoryMessages)
 	if err != nil {
-		return agent.Input{}, fmt.Errorf("load history: %w", err)
-	}
-	ledger, err := store.Ledger(ctx, run.UserID, run.ID)
-	if err != nil {
-		return agent.Input{}, fmt.Errorf("load ledger: %w", err)
+		return agent.Input{}, fmt.Errorf("load history and ledger: %w", err)
 	}
 	return agent.Input{History: agentHistory(history), Ledger: rounds(ledger)}, nil
 }
