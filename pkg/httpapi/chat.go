@@ -141,10 +141,14 @@ type Chat struct {
 type RunWaiter struct {
 	mu sync.Mutex
 	m  map[string][]chan chat.Event
+	// conv is each waited-for run's conversation, for EndConversation.
+	conv map[string]string
 }
 
 // NewRunWaiter returns an empty RunWaiter.
-func NewRunWaiter() *RunWaiter { return &RunWaiter{m: map[string][]chan chat.Event{}} }
+func NewRunWaiter() *RunWaiter {
+	return &RunWaiter{m: map[string][]chan chat.Event{}, conv: map[string]string{}}
+}
 
 // Deliver hands a run's final event to every request waiting for it (two
 // sync requests with one Idempotency-Key wait for the same run). It never
@@ -156,17 +160,42 @@ func (w *RunWaiter) Deliver(ev chat.Event) {
 	w.mu.Lock()
 	chs := w.m[ev.RunID]
 	delete(w.m, ev.RunID)
+	delete(w.conv, ev.RunID)
 	w.mu.Unlock()
 	for _, ch := range chs {
 		ch <- ev // buffered, and removed from the map: never blocks
 	}
 }
 
-// wait registers a waiter for runID; call stop when done waiting.
-func (w *RunWaiter) wait(runID string) (ch <-chan chat.Event, stop func()) {
+// EndConversation wakes the requests waiting for a run of a deleted
+// conversation with run.cancelled. Its runs end without a worker, and the
+// run.cancelled the delete publishes may be purged with the conversation's
+// events before this process's follower has read it.
+func (w *RunWaiter) EndConversation(conversationID string) {
+	w.mu.Lock()
+	var runs []string
+	for run, conv := range w.conv {
+		if conv == conversationID {
+			runs = append(runs, run)
+		}
+	}
+	w.mu.Unlock()
+	for _, run := range runs {
+		ev, err := chat.NewEvent(chat.EventRunCancelled, conversationID, run, chat.RunCancelledData{RunID: run})
+		if err != nil {
+			panic("httpapi: encode run.cancelled: " + err.Error()) // cannot happen: a struct of strings
+		}
+		w.Deliver(ev)
+	}
+}
+
+// wait registers a waiter for runID of conversationID; call stop when
+// done waiting.
+func (w *RunWaiter) wait(runID, conversationID string) (ch <-chan chat.Event, stop func()) {
 	c := make(chan chat.Event, 1)
 	w.mu.Lock()
 	w.m[runID] = append(w.m[runID], c)
+	w.conv[runID] = conversationID
 	w.mu.Unlock()
 	return c, func() {
 		w.mu.Lock()
@@ -180,6 +209,7 @@ func (w *RunWaiter) wait(runID string) (ch <-chan chat.Event, stop func()) {
 		}
 		if len(chs) == 0 {
 			delete(w.m, runID)
+			delete(w.conv, runID)
 		} else {
 			w.m[runID] = chs
 		}
@@ -278,7 +308,7 @@ func (s *Server) postChat(c *fiber.Ctx) error {
 
 	var final <-chan chat.Event
 	if !async && !run.Status.Final() {
-		ch, stop := s.deps.Chat.Waiter.wait(run.ID)
+		ch, stop := s.deps.Chat.Waiter.wait(run.ID, run.ConversationID)
 		defer stop()
 		final = ch
 	}
@@ -596,8 +626,10 @@ func (s *Server) removeConversation(ctx context.Context, user, id string) error 
 		// here. The purge below then removes it from the stream with the rest.
 		s.publishCancelled(ctx, id, runID)
 	}
-	// Its streams end, here and (through the signal) on every replica.
+	// Its streams and sync requests end, here and (through the signal) on
+	// every replica.
 	s.deps.Chat.Events.EndConversation(id)
+	s.deps.Chat.Waiter.EndConversation(id)
 	if err := s.deps.Chat.Bus.PublishConversationDeleted(ctx, id); err != nil {
 		log.Warn("signal a deleted conversation to the other replicas", "conversation_id", id, "err", err)
 	}

@@ -89,7 +89,7 @@ func TestPrefix(t *testing.T) {
 		t.Errorf("Prefix = %+v, want %+v", got, want)
 	}
 	other := errors.New("not a validation error")
-	if err := validate.Prefix(other, "params."); err != other {
+	if err := validate.Prefix(other, "params."); err == nil || err.Error() != other.Error() || !errors.Is(err, other) {
 		t.Errorf("Prefix of another error = %v, want it unchanged", err)
 	}
 	if err := validate.Prefix(nil, "params."); err != nil {

@@ -70,8 +70,12 @@ func NewAPIServer(ctx context.Context, cfg Config, db *bun.DB, b *bus.Bus, log *
 	if err != nil {
 		return nil, nil, fmt.Errorf("follow run events: %w", err)
 	}
-	// A conversation deleted through another replica ends its streams here.
-	stopDeleted, err := b.SubscribeConversationDeleted(hub.EndConversation)
+	// A conversation deleted through another replica ends its streams and
+	// sync requests here.
+	stopDeleted, err := b.SubscribeConversationDeleted(func(conversationID string) {
+		hub.EndConversation(conversationID)
+		waiter.EndConversation(conversationID)
+	})
 	if err != nil {
 		stopFollow()
 		return nil, nil, fmt.Errorf("subscribe to conversation deletes: %w", err)
