@@ -2,8 +2,9 @@ package app_test
 
 // The web console in a real browser: headless Chromium (browser_test.go)
 // against the whole stack (harness_test.go), the offline assistant slowed
-// (AI_OFFLINE_DELAY) so that an answer can be watched, reloaded and
-// stopped while it streams.
+// (as AI_OFFLINE_DELAY slows it) so that an answer can be watched and
+// reloaded while it streams, and held by the test's gate so that Stop
+// always finds it running.
 
 import (
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/taskchat/taskchat/pkg/agent"
 	"github.com/taskchat/taskchat/pkg/auth"
 	"github.com/taskchat/taskchat/pkg/bus/bustest"
 )
@@ -58,8 +60,13 @@ func jsText(sel string) string {
 func TestConsoleInABrowser(t *testing.T) {
 	began := time.Now()
 	t.Cleanup(func() { t.Logf("the browser test took %s", time.Since(began).Round(100*time.Millisecond)) })
-	s := newStack(t, bustest.Embedded(t), stackOptions{env: map[string]string{
-		"AI_OFFLINE_DELAY":         "200ms",
+	// The offline assistant, slowed as AI_OFFLINE_DELAY slows it, behind
+	// the test's gate: a message with holdMarker is held mid-answer until
+	// the test lets it go or the run is cancelled, so Stop never races the
+	// answer's end, however slow the machine.
+	p := newGatedProvider()
+	p.inner = agent.NewOffline(agent.WithWordDelay(200 * time.Millisecond))
+	s := newStack(t, bustest.Embedded(t), stackOptions{model: p, env: map[string]string{
 		"MAX_QUEUED_RUNS_PER_USER": "1",
 	}})
 	alice, bob := s.newUser(t), s.newUser(t)
@@ -239,8 +246,9 @@ func TestConsoleInABrowser(t *testing.T) {
 
 	// One run at a time per user here: a second message is refused
 	// plainly and stays in the box; Stop cancels the answer.
-	b.typeLine("#message-input", "help")
-	b.waitJS("the help answer to stream", `(() => { const a = `+jsAnswers+`; return a.length === 1 && a[0].length > 0 })()`, jsAnswers)
+	b.typeLine("#message-input", "help "+holdMarker)
+	p.waitEntered(t, "help")
+	b.waitJS("the held answer to show", `(() => { const a = `+jsAnswers+`; return a.length === 1 && a[0] === `+jsonString(heldText)+` })()`, jsAnswers)
 	b.typeLine("#message-input", "hello")
 	b.waitJS("the 429 notice", jsNotice+`.includes('Too many messages')`, jsNotice)
 	if v := eval[string](b, `document.getElementById('message-input').value`); v != "hello" {
