@@ -2,9 +2,10 @@ package app_test
 
 // The web console in a real browser: headless Chromium (browser_test.go)
 // against the whole stack (harness_test.go), the offline assistant slowed
-// (as AI_OFFLINE_DELAY slows it) so that an answer can be watched and
-// reloaded while it streams, and held by the test's gate so that Stop
-// always finds it running.
+// (as AI_OFFLINE_DELAY slows it) so that an answer visibly streams, and
+// held mid-answer by the test's gate (gatedProvider.holdNext) so that the
+// reload, the cut and Stop always find it running, however slow the
+// machine.
 
 import (
 	"fmt"
@@ -61,9 +62,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	began := time.Now()
 	t.Cleanup(func() { t.Logf("the browser test took %s", time.Since(began).Round(100*time.Millisecond)) })
 	// The offline assistant, slowed as AI_OFFLINE_DELAY slows it, behind
-	// the test's gate: a message with holdMarker is held mid-answer until
-	// the test lets it go or the run is cancelled, so Stop never races the
-	// answer's end, however slow the machine.
+	// the test's gate: after holdNext, the next answer streams its first
+	// words and waits until the test lets it go or the run is cancelled.
 	p := newGatedProvider()
 	p.inner = agent.NewOffline(agent.WithWordDelay(200 * time.Millisecond))
 	s := newStack(t, bustest.Embedded(t), stackOptions{model: p, env: map[string]string{
@@ -126,13 +126,16 @@ func TestConsoleInABrowser(t *testing.T) {
 
 	// A reload in the middle of an answer: the stream resumes after the
 	// last event the tab applied, and the answer ends whole, once.
+	p.holdNext.Store(true)
 	b.typeLine("#message-input", "show my tasks")
-	b.waitJS("the second answer to start streaming", `(() => { const a = `+jsAnswers+`; return a.length === 2 && a[1].length > 0 })()`, jsAnswers)
+	p.waitEntered(t, "show my tasks")
+	b.waitJS("the second answer's first words", `(() => { const a = `+jsAnswers+`; return a.length === 2 && a[1].length > 0 })()`, jsAnswers)
 	beforeReload := len(b.sent())
 	reloaded := time.Now()
 	b.do("reload", chromedp.Reload())
 	b.waitJS("the console after the reload", jsAppShown, jsNotice)
 	eval[bool](b, jsRecordAnswers)
+	p.releaseOne(t)
 	second := waitAnswer(t, b, alice, conv, 2)
 	if want := fmt.Sprintf("You have 1 task, 1 pending and 0 done:\n- Buy milk (task %d)", taskID); second != want {
 		t.Fatalf("second answer %q, want %q", second, want)
@@ -143,7 +146,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	msgs := alice.messages(t, conv)
 	if r := alice.run(t, msgs[len(msgs)-1].RunID); r.FinishedAt == nil || !r.FinishedAt.After(reloaded) {
-		t.Fatalf("the answer ended (%v) before the page reloaded (%v): nothing was resumed; raise AI_OFFLINE_DELAY", r.FinishedAt, reloaded)
+		t.Fatalf("the answer ended (%v) before the page reloaded (%v): nothing was resumed", r.FinishedAt, reloaded)
 	}
 	if !resumedAfter(b, beforeReload, conv) {
 		t.Error("after the reload the page did not resume its event stream with Last-Event-ID")
@@ -156,11 +159,14 @@ func TestConsoleInABrowser(t *testing.T) {
 	eventually(t, "the task to be completed", func() bool { ts := alice.tasks(t); return len(ts) == 1 && ts[0].Completed }, nil)
 	b.waitJS("the pane to show the task done", `document.querySelector('#task-list li.done') !== null`, jsText("#task-list"))
 	eval[bool](b, jsRecordAnswers)
+	p.holdNext.Store(true)
 	b.typeLine("#message-input", "what have I completed?")
-	b.waitJS("the third answer to start streaming", `(() => { const a = `+jsAnswers+`; return a.length === 3 && a[2].length > 0 })()`, jsAnswers)
+	p.waitEntered(t, "what have I completed?")
+	b.waitJS("the third answer's first words", `(() => { const a = `+jsAnswers+`; return a.length === 3 && a[2].length > 0 })()`, jsAnswers)
 	proxy.cut()
 	beforeCut := len(b.sent())
 	b.waitJS("the page to notice the cut", jsNotice+`.includes('reconnecting')`, jsNotice)
+	p.releaseOne(t) // the rest of the answer is published while the page is cut off
 	proxy.restart(t)
 	third := waitAnswer(t, b, alice, conv, 3)
 	if third != fmt.Sprintf("You have completed 1 task:\n- Buy milk (task %d)", taskID) {
@@ -246,9 +252,10 @@ func TestConsoleInABrowser(t *testing.T) {
 
 	// One run at a time per user here: a second message is refused
 	// plainly and stays in the box; Stop cancels the answer.
-	b.typeLine("#message-input", "help "+holdMarker)
+	p.holdNext.Store(true)
+	b.typeLine("#message-input", "help")
 	p.waitEntered(t, "help")
-	b.waitJS("the held answer to show", `(() => { const a = `+jsAnswers+`; return a.length === 1 && a[0] === `+jsonString(heldText)+` })()`, jsAnswers)
+	b.waitJS("the held answer's first words", `(() => { const a = `+jsAnswers+`; return a.length === 1 && a[0].length > 0 })()`, jsAnswers)
 	b.typeLine("#message-input", "hello")
 	b.waitJS("the 429 notice", jsNotice+`.includes('Too many messages')`, jsNotice)
 	if v := eval[string](b, `document.getElementById('message-input').value`); v != "hello" {

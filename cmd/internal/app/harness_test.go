@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -370,7 +371,8 @@ const holdMarker = "(hold)"
 const heldText = "Let me think. "
 
 // gatedProvider is the offline provider with two additions for tests: a
-// run whose user message carries holdMarker holds its first model call
+// run whose user message carries holdMarker (or the next run, after
+// holdNext is set) holds its first model call
 // (after streaming heldText) until the test releases it or the run's
 // context ends, and the request each user message was first answered from
 // is recorded, so a test sees the history the model saw. The marker is
@@ -384,6 +386,11 @@ type gatedProvider struct {
 	mu        sync.Mutex
 	seen      map[string][]agent.Message
 	closeOnce sync.Once
+	// holdNext holds the next answer after its first words, until the test
+	// releases it or the run's context ends: for a test that cannot put
+	// holdMarker in the message (a browser showing it), and that wants the
+	// answer's own text streaming when it is held.
+	holdNext atomic.Bool
 }
 
 func newGatedProvider() *gatedProvider {
@@ -428,11 +435,38 @@ func (p *gatedProvider) Complete(ctx context.Context, req agent.Request, onDelta
 			return agent.Turn{}, agent.ErrTransient
 		}
 	}
+	if p.holdNext.Load() {
+		onDelta = p.holdAfterFirst(ctx, msgs, onDelta)
+	}
 	turn, err := p.inner.Complete(ctx, agent.Request{Messages: msgs, Tools: req.Tools}, onDelta)
 	if held {
 		turn.Text = heldText + turn.Text
 	}
 	return turn, err
+}
+
+// holdAfterFirst returns onDelta holding, after the first piece of text
+// it passes on, until the test releases it or ctx ends (holdNext). The
+// held message's text goes to entered, as for holdMarker.
+func (p *gatedProvider) holdAfterFirst(ctx context.Context, msgs []agent.Message, onDelta func(string)) func(string) {
+	user := ""
+	for i := len(msgs) - 1; i >= 0 && user == ""; i-- {
+		if msgs[i].Role == agent.RoleUser {
+			user = msgs[i].Content
+		}
+	}
+	return func(text string) {
+		onDelta(text)
+		if !p.holdNext.CompareAndSwap(true, false) {
+			return
+		}
+		p.entered <- user
+		select {
+		case <-p.release:
+		case <-ctx.Done(): // the offline provider stops at its next word
+		case <-p.done:
+		}
+	}
 }
 
 // waitEntered waits until the held calls of exactly the messages want (in
