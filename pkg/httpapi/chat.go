@@ -168,9 +168,9 @@ func (w *RunWaiter) Deliver(ev chat.Event) {
 }
 
 // EndConversation wakes the requests waiting for a run of a deleted
-// conversation with run.cancelled. Its runs end without a worker, and the
-// run.cancelled the delete publishes may be purged with the conversation's
-// events before this process's follower has read it.
+// conversation with run.cancelled: its runs end without a worker and
+// without a final event in the stream (it would be purged with the
+// conversation's events, perhaps before a follower read it).
 func (w *RunWaiter) EndConversation(conversationID string) {
 	w.mu.Lock()
 	var runs []string
@@ -390,9 +390,8 @@ func (s *Server) runCursor(ctx context.Context, turn chat.Turn) uint64 {
 }
 
 // publishCancelled publishes run.cancelled for a run no worker will end
-// (cancelled while queued, or its conversation deleted), under the run's
-// final event id, so that requests waiting for it, on any replica, answer
-// at once.
+// (cancelled while queued), under the run's final event id, so that
+// requests waiting for it, on any replica, answer at once.
 func (s *Server) publishCancelled(ctx context.Context, conversationID, runID string) {
 	ev, err := chat.NewEvent(chat.EventRunCancelled, conversationID, runID, chat.RunCancelledData{RunID: runID})
 	if err == nil {
@@ -622,12 +621,10 @@ func (s *Server) removeConversation(ctx context.Context, user, id string) error 
 		if err := s.deps.Chat.Bus.PublishCancel(ctx, runID); err != nil {
 			log.Warn("signal cancel of a deleted conversation's run", "run_id", runID, "err", err)
 		}
-		// No worker publishes anything for a deleted run: announce its end
-		// here. The purge below then removes it from the stream with the rest.
-		s.publishCancelled(ctx, id, runID)
 	}
-	// Its streams and sync requests end, here and (through the signal) on
-	// every replica.
+	// No final event is published for its runs (it would be purged below,
+	// perhaps before a follower read it): its streams and sync requests end
+	// here and, through the signal, on every replica.
 	s.deps.Chat.Events.EndConversation(id)
 	s.deps.Chat.Waiter.EndConversation(id)
 	if err := s.deps.Chat.Bus.PublishConversationDeleted(ctx, id); err != nil {

@@ -98,6 +98,7 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 	finishCtx := context.WithoutCancel(ctx)
 
 	usage := runUsage(res.Usage)
+	rerr := modelError(err)
 	switch {
 	case err == nil:
 		return w.finish(finishCtx, log, ev, run, chat.Finish{
@@ -128,10 +129,9 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, run chat.Run, ca
 	case errors.Is(err, agent.ErrRoundsExceeded):
 		return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed, Usage: usage,
 			Error: &chat.RunError{Code: chat.CodeToolRoundsCapped, Message: "the assistant used too many tool rounds"}})
-	case modelError(err) != nil:
+	case rerr != nil:
 		// The provider retried what was worth retrying; running the
 		// attempt again would only repeat that.
-		rerr := modelError(err)
 		log.Warn("model call failed", "code", rerr.Code, "err", err)
 		return w.finish(finishCtx, log, ev, run, chat.Finish{Status: chat.RunFailed, Usage: usage, Error: rerr})
 	case isTransient(err):
